@@ -1,0 +1,324 @@
+//! The integer forward pass: the reference every other implementation must match.
+//!
+//! A pre-norm decoder Transformer (embeddings, then per block: RMS norm → causal
+//! multi-head attention → residual add, RMS norm → GELU MLP → residual add, then a
+//! final RMS norm) computed entirely on integers. The consensus output is the final
+//! normalised hidden vector of the last position, `d_model` int8 values.
+//!
+//! The last block only needs the last position beyond its keys and values, so it
+//! computes nothing else; that changes no output byte.
+
+mod matmul;
+pub mod ops;
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::model::{Matrix, Model};
+use ops::*;
+
+pub use matmul::{simd_backend_name, Backend};
+
+/// Switches off a part of the model. Only used to prove that every part matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Ablation {
+    /// The real forward pass.
+    #[default]
+    None,
+    /// Skip the whole block with this index.
+    Layer(usize),
+    /// Skip only the attention of this block.
+    Attention(usize),
+    /// Skip only the MLP of this block.
+    Mlp(usize),
+}
+
+/// Per-layer activation statistics, for the well-conditioning report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerStats {
+    /// int8 values written by requantisation (q, k, v, attention output, MLP hidden).
+    pub act_values: u64,
+    /// Of those, how many were clamped to ±127.
+    pub act_clipped: u64,
+    /// Of those, how many were zero.
+    pub act_zero: u64,
+    /// Sum of squares of the residual stream after the block (all positions).
+    pub residual_sum_sq: f64,
+    /// Residual values after the block.
+    pub residual_values: u64,
+    /// Residual values clamped to ±32767.
+    pub residual_clipped: u64,
+}
+
+/// Buffers reused across forward passes, so the miner's hot loop never allocates.
+pub struct Scratch {
+    x: Vec<i32>,
+    h: Vec<i8>,
+    q: Vec<i8>,
+    k: Vec<i8>,
+    v: Vec<i8>,
+    att: Vec<i8>,
+    up: Vec<i8>,
+    acc: Vec<i32>,
+    scores: Vec<i32>,
+    backend: Backend,
+}
+
+impl Scratch {
+    /// Buffers for `model`'s shape, using the fastest kernels this CPU offers.
+    pub fn new(model: &Model) -> Self {
+        Self::with_backend(model, Backend::detect())
+    }
+
+    /// Buffers with an explicit kernel choice (tests compare the backends).
+    pub fn with_backend(model: &Model, backend: Backend) -> Self {
+        let s = model.spec.seq_len as usize;
+        let d = model.spec.d_model as usize;
+        let f = model.spec.d_ffn as usize;
+        Scratch {
+            x: vec![0; s * d],
+            h: vec![0; s * d],
+            q: vec![0; s * d],
+            k: vec![0; s * d],
+            v: vec![0; s * d],
+            att: vec![0; s * d],
+            up: vec![0; s * f],
+            acc: vec![0; s * f.max(d)],
+            scores: vec![0; s],
+            backend,
+        }
+    }
+
+    /// The kernels in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// Runs the forward pass on `tokens` (each `< vocab`, exactly `seq_len` of them) and
+/// writes the `d_model` output bytes.
+///
+/// Panics if the lengths do not match the model; callers derive tokens with
+/// [`crate::puzzle::input_tokens`], which always produces the right count.
+pub fn forward(model: &Model, tokens: &[u16], scratch: &mut Scratch, out: &mut [i8]) {
+    forward_with(model, tokens, scratch, out, Ablation::None, None);
+}
+
+/// [`forward`] with an ablation and optional statistics (analysis only).
+pub fn forward_with(
+    model: &Model,
+    tokens: &[u16],
+    sc: &mut Scratch,
+    out: &mut [i8],
+    ablation: Ablation,
+    mut stats: Option<&mut Vec<LayerStats>>,
+) {
+    let spec = &model.spec;
+    let s = spec.seq_len as usize;
+    let d = spec.d_model as usize;
+    let f = spec.d_ffn as usize;
+    assert_eq!(tokens.len(), s, "token count must equal seq_len");
+    assert_eq!(out.len(), d, "output length must equal d_model");
+    if let Some(st) = stats.as_deref_mut() {
+        st.clear();
+        st.resize(spec.n_layers as usize, LayerStats::default());
+    }
+
+    // Embeddings: x[p] = (tok_emb[token] + pos_emb[p]) << EMBED_SHIFT.
+    for (p, &t) in tokens.iter().enumerate() {
+        let te = model.tok_emb.row(t as usize % spec.vocab as usize);
+        let pe = model.pos_emb.row(p);
+        for i in 0..d {
+            sc.x[p * d + i] = (te[i] as i32 + pe[i] as i32) << EMBED_SHIFT;
+        }
+    }
+
+    let n_layers = model.layers.len();
+    for (l, layer) in model.layers.iter().enumerate() {
+        let last = l + 1 == n_layers;
+        // Positions whose outputs this block must produce.
+        let first_pos = if last { s - 1 } else { 0 };
+        let mut st = stats.as_deref_mut().map(|v| &mut v[l]);
+        let skip_attn = matches!(ablation, Ablation::Layer(i) | Ablation::Attention(i) if i == l);
+        let skip_mlp = matches!(ablation, Ablation::Layer(i) | Ablation::Mlp(i) if i == l);
+
+        if !skip_attn {
+            for p in 0..s {
+                rms_norm(&sc.x[p * d..(p + 1) * d], &mut sc.h[p * d..(p + 1) * d]);
+            }
+            let sh = act_shift(d);
+            // Keys and values for every position; queries only where needed.
+            project(
+                sc.backend,
+                &sc.h,
+                s,
+                &layer.wk,
+                &mut sc.acc,
+                &mut sc.k,
+                sh,
+                st.as_deref_mut(),
+            );
+            project(
+                sc.backend,
+                &sc.h,
+                s,
+                &layer.wv,
+                &mut sc.acc,
+                &mut sc.v,
+                sh,
+                st.as_deref_mut(),
+            );
+            let hq = &sc.h[first_pos * d..];
+            project(
+                sc.backend,
+                hq,
+                s - first_pos,
+                &layer.wq,
+                &mut sc.acc,
+                &mut sc.q[first_pos * d..],
+                sh,
+                st.as_deref_mut(),
+            );
+            attention(spec.head_dim(), d, first_pos, s, sc, st.as_deref_mut());
+            let rows = s - first_pos;
+            sc.backend.matmul(
+                &sc.att[first_pos * d..],
+                rows,
+                &layer.wo,
+                &mut sc.acc[..rows * d],
+            );
+            add_residual(
+                &mut sc.x[first_pos * d..s * d],
+                &sc.acc[..rows * d],
+                residual_shift(d),
+            );
+        }
+        if !skip_mlp {
+            let rows = s - first_pos;
+            for p in first_pos..s {
+                rms_norm(&sc.x[p * d..(p + 1) * d], &mut sc.h[p * d..(p + 1) * d]);
+            }
+            project(
+                sc.backend,
+                &sc.h[first_pos * d..],
+                rows,
+                &layer.w_up,
+                &mut sc.acc,
+                &mut sc.up,
+                act_shift(d),
+                st.as_deref_mut(),
+            );
+            for u in sc.up[..rows * f].iter_mut() {
+                *u = GELU_TABLE[(*u as i32 + 128) as usize];
+            }
+            sc.backend.matmul(
+                &sc.up[..rows * f],
+                rows,
+                &layer.w_down,
+                &mut sc.acc[..rows * d],
+            );
+            add_residual(
+                &mut sc.x[first_pos * d..s * d],
+                &sc.acc[..rows * d],
+                residual_shift(f),
+            );
+        }
+        if let Some(st) = st {
+            for &v in &sc.x[first_pos * d..s * d] {
+                st.residual_sum_sq += (v as f64) * (v as f64);
+                st.residual_values += 1;
+                st.residual_clipped += (v.abs() == RESIDUAL_MAX) as u64;
+            }
+        }
+    }
+    rms_norm(&sc.x[(s - 1) * d..s * d], out);
+}
+
+/// `dst = clamp_i8(round_shift(src · Wᵀ, shift))` for `rows` input rows.
+#[allow(clippy::too_many_arguments)]
+fn project(
+    backend: Backend,
+    src: &[i8],
+    rows: usize,
+    w: &Matrix,
+    acc: &mut [i32],
+    dst: &mut [i8],
+    shift: u32,
+    stats: Option<&mut LayerStats>,
+) {
+    let n = rows * w.rows;
+    backend.matmul(&src[..rows * w.cols], rows, w, &mut acc[..n]);
+    for (o, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
+        *o = clamp_i8(round_shift(a, shift));
+    }
+    if let Some(st) = stats {
+        record_acts(st, &dst[..n]);
+    }
+}
+
+fn record_acts(st: &mut LayerStats, vals: &[i8]) {
+    st.act_values += vals.len() as u64;
+    st.act_clipped += vals
+        .iter()
+        .filter(|v| v.unsigned_abs() as i32 == ACT_MAX)
+        .count() as u64;
+    st.act_zero += vals.iter().filter(|&&v| v == 0).count() as u64;
+}
+
+/// `x = clamp(x + round_shift(update, shift), ±RESIDUAL_MAX)`.
+fn add_residual(x: &mut [i32], update: &[i32], shift: u32) {
+    for (xv, &u) in x.iter_mut().zip(update) {
+        *xv = (*xv + round_shift(u, shift)).clamp(-RESIDUAL_MAX, RESIDUAL_MAX);
+    }
+}
+
+/// Causal multi-head attention for query positions `first..s`, writing `sc.att`.
+///
+/// Per head and query i: `s_j = q_i · k_j` for j <= i; `t_j = (max s - s_j) >>
+/// score_shift`; `w_j = exp2_weight(t_j)`; `r = 2^30 / Σ w` (floor);
+/// `p_j = min((w_j · r + 2^22) >> 23, 127)` (Q7 probability);
+/// `att_i = clamp_i8(round_shift(Σ_j p_j · v_j, PROB_BITS))`.
+fn attention(
+    hd: usize,
+    d: usize,
+    first: usize,
+    s: usize,
+    sc: &mut Scratch,
+    mut stats: Option<&mut LayerStats>,
+) {
+    let n_heads = d / hd;
+    let sh = score_shift(hd);
+    for i in first..s {
+        for h in 0..n_heads {
+            let q = &sc.q[i * d + h * hd..i * d + (h + 1) * hd];
+            let mut max = i32::MIN;
+            for j in 0..=i {
+                let k = &sc.k[j * d + h * hd..j * d + (h + 1) * hd];
+                let dot = matmul::dot_i8(q, k);
+                sc.scores[j] = dot;
+                max = max.max(dot);
+            }
+            let mut sum = 0i32;
+            for sj in sc.scores[..=i].iter_mut() {
+                let w = exp2_weight((max - *sj) >> sh);
+                *sj = w;
+                sum += w;
+            }
+            let r = ((1u32 << 30) / sum as u32) as i32;
+            for sj in sc.scores[..=i].iter_mut() {
+                *sj = ((*sj * r + (1 << 22)) >> 23).min(127);
+            }
+            let out = &mut sc.att[i * d + h * hd..i * d + (h + 1) * hd];
+            for (c, o) in out.iter_mut().enumerate() {
+                let mut a = 0i32;
+                for j in 0..=i {
+                    a += sc.scores[j] * sc.v[j * d + h * hd + c] as i32;
+                }
+                *o = clamp_i8(round_shift(a, PROB_BITS));
+            }
+        }
+    }
+    if let Some(st) = stats.as_deref_mut() {
+        record_acts(st, &sc.att[first * d..s * d]);
+    }
+}
