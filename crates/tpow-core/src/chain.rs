@@ -406,18 +406,27 @@ impl HeaderChain {
     /// clock is behind.
     pub fn next_template(&self, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Header {
         let tip = self.tip();
-        Header {
-            version: VERSION,
-            height: tip.header.height + 1,
-            prev_id: tip.id,
-            timestamp_ms: now_ms.max(tip.header.timestamp_ms + 1),
-            bits: next_bits(&self.params, &tip.header),
-            body_root,
-            mmr_root: tip.mmr.root(),
-            miner_key,
-            nonce: 0,
-            output_digest: [0; 32],
-        }
+        template_on(&self.params, tip, miner_key, body_root, now_ms)
+    }
+
+    /// Like [`Self::next_template`] on top of any known header (to mine a side branch).
+    pub fn template_on(&self, parent: &BlockId, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Option<Header> {
+        Some(template_on(&self.params, self.entries.get(parent)?, miner_key, body_root, now_ms))
+    }
+}
+
+fn template_on(params: &ChainParams, parent: &ChainEntry, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Header {
+    Header {
+        version: VERSION,
+        height: parent.header.height + 1,
+        prev_id: parent.id,
+        timestamp_ms: now_ms.max(parent.header.timestamp_ms + 1),
+        bits: next_bits(params, &parent.header),
+        body_root,
+        mmr_root: parent.mmr.root(),
+        miner_key,
+        nonce: 0,
+        output_digest: [0; 32],
     }
 }
 
