@@ -19,8 +19,6 @@ use crate::U256;
 use alloc::vec::Vec;
 use thiserror::Error;
 
-extern crate alloc;
-
 /// BLAKE3 `derive_key` context for internal nodes.
 pub const MERGE_CONTEXT: &str = "tpow 2026-11 mmr merge";
 /// BLAKE3 `derive_key` context for the root commitment.

@@ -59,7 +59,7 @@ impl ModelSpec {
         d_ffn: 256,
     };
 
-    /// Mainnet model: about 5.8 million parameters, about 0.31 G multiply-accumulates
+    /// Mainnet model: about 5.8 million parameters, about 0.27 G multiply-accumulates
     /// per forward pass.
     pub const MAINNET: ModelSpec = ModelSpec {
         vocab: 4096,

@@ -1,0 +1,162 @@
+//! `tpow-bench`: measures the consensus hot paths and prints markdown tables.
+//!
+//! `cargo run --release -p tpow-bench -- core` gives model derivation, one forward
+//! pass (devnet, mainnet; scalar and SIMD kernels), the multi-threaded miner's
+//! nonces/s, the achieved int8 multiply-accumulates per second against the
+//! machine's int8 peak, and the same-shaped f32 forward pass in candle.
+
+mod float_model;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tpow_core::forward::{forward, Backend, Scratch};
+use tpow_core::miner::{mine, MineJob};
+use tpow_core::puzzle::input_tokens;
+use tpow_core::{Model, ModelSpec, U256};
+
+#[derive(Parser)]
+#[command(name = "tpow-bench", about = "tpow benchmarks; prints markdown tables")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Consensus core: derivation, forward pass, miner, candle f32 comparison.
+    Core {
+        /// The machine's int8 multiply-accumulate peak, in G MAC/s, for the
+        /// "% of peak" column (default: the 2-core AVX-512 VNNI figure measured on
+        /// the project's CI machine; see docs/BENCHMARKS.md).
+        #[arg(long, default_value_t = 431.0)]
+        peak_gmacs: f64,
+        /// Seconds per miner measurement.
+        #[arg(long, default_value_t = 5.0)]
+        miner_secs: f64,
+    },
+}
+
+/// Median wall time of `f` over repeated runs filling about `budget`.
+fn time_median(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f(); // warm-up
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < budget && samples.len() < 10_000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn seed() -> [u8; 32] {
+    [7; 32]
+}
+
+fn forward_time(spec: &ModelSpec, backend: Backend) -> Duration {
+    let model = Model::derive(spec, &seed()).expect("preset spec");
+    let mut scratch = Scratch::with_backend(&model, backend);
+    let mut tokens = vec![0u16; spec.seq_len as usize];
+    let mut out = vec![0i8; spec.d_model as usize];
+    let mut nonce = 0u64;
+    time_median(Duration::from_secs(2), || {
+        input_tokens(spec, &[0; 152], nonce, &mut tokens);
+        forward(&model, &tokens, &mut scratch, &mut out);
+        nonce += 1;
+        black_box(&out);
+    })
+}
+
+fn miner_rate(spec: &ModelSpec, threads: usize, secs: f64) -> f64 {
+    let model = Model::derive(spec, &seed()).expect("preset spec");
+    let job = MineJob {
+        model: &model,
+        template: [1; 152],
+        target: U256::ZERO, // never met: measures the search rate
+        start_nonce: 0,
+        nonce_count: u64::MAX,
+    };
+    let stop = AtomicBool::new(false);
+    let attempts = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            stop.store(true, Ordering::Relaxed);
+        });
+        mine(&job, threads, &stop, &attempts);
+    });
+    attempts.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn core(peak: f64, miner_secs: f64) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let best = Backend::detect();
+    println!("CPU kernels detected: {best:?}; {cores} hardware threads; int8 peak used for %: {peak} G MAC/s\n");
+
+    println!("| spec | parameters | derive model (ms) |");
+    println!("|---|---:|---:|");
+    for (name, spec) in [("devnet", ModelSpec::DEVNET), ("mainnet", ModelSpec::MAINNET)] {
+        let t = time_median(Duration::from_secs(2), || {
+            black_box(Model::derive(&spec, &seed()).expect("preset spec"));
+        });
+        println!("| {name} | {} | {:.3} |", spec.parameter_count(), ms(t));
+    }
+
+    println!("\n| spec | kernels | forward pass (ms) | G MAC/s (1 thread) |");
+    println!("|---|---|---:|---:|");
+    let mut single = Vec::new();
+    for (name, spec) in [("devnet", ModelSpec::DEVNET), ("mainnet", ModelSpec::MAINNET)] {
+        let mut backends = vec![Backend::Scalar];
+        if best != Backend::Scalar {
+            backends.push(best);
+        }
+        for b in backends {
+            let t = forward_time(&spec, b);
+            let gmacs = spec.macs_per_pass() as f64 / t.as_secs_f64() / 1e9;
+            println!("| {name} | {b:?} | {:.3} | {gmacs:.1} |", ms(t));
+            single.push((name, b, t));
+        }
+    }
+
+    println!("\n| spec | miner threads | nonces/s | G MAC/s | % of int8 peak ({peak} G) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, spec) in [("devnet", ModelSpec::DEVNET), ("mainnet", ModelSpec::MAINNET)] {
+        for threads in [1, cores] {
+            let rate = miner_rate(&spec, threads, miner_secs);
+            let gmacs = rate * spec.macs_per_pass() as f64 / 1e9;
+            println!("| {name} | {threads} | {rate:.0} | {gmacs:.1} | {:.1}% |", gmacs / peak * 100.0);
+        }
+    }
+
+    println!("\n| spec | engine | forward pass (ms, 1 thread) | G MAC/s |");
+    println!("|---|---|---:|---:|");
+    for (name, spec) in [("devnet", ModelSpec::DEVNET), ("mainnet", ModelSpec::MAINNET)] {
+        let fm = float_model::FloatModel::new(&spec)?;
+        let t = time_median(Duration::from_secs(3), || {
+            black_box(fm.forward().expect("candle forward"));
+        });
+        let gmacs = spec.macs_per_pass() as f64 / t.as_secs_f64() / 1e9;
+        println!("| {name} | candle f32 (same shape) | {:.3} | {gmacs:.1} |", ms(t));
+        if let Some((_, b, ti)) = single.iter().rev().find(|(n, _, _)| *n == name) {
+            let g = spec.macs_per_pass() as f64 / ti.as_secs_f64() / 1e9;
+            println!("| {name} | tpow int8 ({b:?}) | {:.3} | {g:.1} |", ms(*ti));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().what {
+        What::Core { peak_gmacs, miner_secs } => core(peak_gmacs, miner_secs),
+    }
+}

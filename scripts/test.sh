@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, all tests, the wasm32 build of
+# the consensus core, the independent Python implementation against the committed
+# test vectors, and a short fuzzing run of the decoders.
+#
+# Installs what it needs (rustup target, Python packages, cargo-fuzz) into caches
+# under ${TPOW_CACHE:-$HOME/.cache/tpow}, so a second run only rebuilds what changed.
+#   TPOW_FUZZ_SECS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${TPOW_CACHE:-$HOME/.cache/tpow}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+FUZZ_SECS="${TPOW_FUZZ_SECS:-20}"
+mkdir -p "$CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32 target, rustfmt, clippy"
+rustup target add wasm32-unknown-unknown >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "consensus core builds for wasm32 (no_std and std)"
+cargo build -p tpow-core --target wasm32-unknown-unknown --no-default-features --release --locked
+cargo build -p tpow-core --target wasm32-unknown-unknown --release --locked
+
+step "independent Python implementation reproduces tests/vectors"
+if [ ! -x "$CACHE/venv/bin/python" ]; then
+  python3 -m venv "$CACHE/venv"
+fi
+"$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
+"$CACHE/venv/bin/python" tests/vectors/reference.py
+
+if [ "$FUZZ_SECS" != "0" ]; then
+  step "fuzzing the decoders for ${FUZZ_SECS}s each"
+  export PATH="$CACHE/bin:$PATH"
+  if ! command -v cargo-fuzz >/dev/null; then
+    cargo install --locked --root "$CACHE" cargo-fuzz --version 0.13.2
+  fi
+  for target in header_decode mmr_proof_decode; do
+    # cargo-fuzz needs nightly-only rustc flags; the stable toolchain accepts them
+    # with RUSTC_BOOTSTRAP. Only the fuzz build sees it.
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none "$target" -- \
+      -max_total_time="$FUZZ_SECS" -max_len=4096
+  done
+fi
+
+step "cargo test (workspace)"
+cargo test --workspace --locked
