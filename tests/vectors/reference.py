@@ -369,7 +369,8 @@ def tensor_stream(prev_id: bytes, spec: Spec, layer: int, kind: int, n: int) -> 
 
 def tensor(prev_id, spec, layer, kind, rows, cols) -> np.ndarray:
     b = tensor_stream(prev_id, spec, layer, kind, rows * cols)
-    return np.frombuffer(b, dtype=np.int8).reshape(rows, cols)
+    # The byte 0x80 (-128) is read as -127: weights are symmetric (PROTOCOL.md §5).
+    return np.maximum(np.frombuffer(b, dtype=np.int8), -127).reshape(rows, cols)
 
 
 class Model:
@@ -630,7 +631,7 @@ def check_vector_file(path: Path, ck: Checker):
         ck.eq(f"{tag} template prev_id", template[12:44], prev_id)
         ck.eq(f"{tag} weight heads",
               [(w["layer"], w["kind"], w["first_bytes"]) for w in c["weights"]],
-              [(l, k, tensor_stream(prev_id, spec, l, k, 32).hex()) for l, k in heads])
+              [(l, k, tensor(prev_id, spec, l, k, 1, 32).astype(np.int8).tobytes().hex()) for l, k in heads])
         if prev_id not in models:
             models.clear()
             models[prev_id] = Model(spec, prev_id)

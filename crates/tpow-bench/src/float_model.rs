@@ -71,7 +71,9 @@ impl FloatModel {
             let first = if l + 1 == n { s - 1 } else { 0 };
             let rows = s - first;
             let h = rms_norm(&x)?;
-            let heads = |t: Tensor, len: usize| -> Result<Tensor> { Ok(t.reshape((len, nh, hd))?.transpose(0, 1)?.contiguous()?) };
+            let heads = |t: Tensor, len: usize| -> Result<Tensor> {
+                Ok(t.reshape((len, nh, hd))?.transpose(0, 1)?.contiguous()?)
+            };
             let k = heads(h.matmul(&layer.wk)?, s)?;
             let v = heads(h.matmul(&layer.wv)?, s)?;
             let hq = h.narrow(0, first, rows)?;

@@ -6,6 +6,7 @@
 //! machine's int8 peak, and the same-shaped f32 forward pass in candle.
 
 mod float_model;
+mod peak;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,11 +30,10 @@ struct Cli {
 enum What {
     /// Consensus core: derivation, forward pass, miner, candle f32 comparison.
     Core {
-        /// The machine's int8 multiply-accumulate peak, in G MAC/s, for the
-        /// "% of peak" column (default: the 2-core AVX-512 VNNI figure measured on
-        /// the project's CI machine; see docs/BENCHMARKS.md).
-        #[arg(long, default_value_t = 431.0)]
-        peak_gmacs: f64,
+        /// The int8 multiply-accumulate peak in G MAC/s for the "% of peak"
+        /// column (default: measured now, the best instruction on all threads).
+        #[arg(long)]
+        peak_gmacs: Option<f64>,
         /// Seconds per miner measurement.
         #[arg(long, default_value_t = 5.0)]
         miner_secs: f64,
@@ -98,10 +98,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn core(peak: f64, miner_secs: f64) -> Result<()> {
+fn core(peak: Option<f64>, miner_secs: f64) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let best = Backend::detect();
-    println!("CPU kernels detected: {best:?}; {cores} hardware threads; int8 peak used for %: {peak} G MAC/s\n");
+    println!("| instruction (12 independent chains) | G MAC/s, 1 thread | G MAC/s, {cores} threads |");
+    println!("|---|---:|---:|");
+    let peaks = peak::measure();
+    for p in &peaks {
+        println!("| {} | {:.1} | {:.1} |", p.name, p.one_thread / 1e9, p.all_threads / 1e9);
+    }
+    let measured = peaks.iter().map(|p| p.all_threads / 1e9).fold(0.0, f64::max);
+    let peak = peak.unwrap_or(measured);
+    println!("\nCPU kernels detected: {best:?}; {cores} hardware threads; int8 peak used for %: {peak:.1} G MAC/s\n");
 
     println!("| spec | parameters | derive model (ms) |");
     println!("|---|---:|---:|");

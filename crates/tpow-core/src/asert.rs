@@ -86,12 +86,7 @@ fn narrow(x: U320) -> U256 {
 /// Always returns a value in `[1, max(params.max_target, 1)]` and never panics, whatever the inputs: timestamps
 /// before the anchor, heights below it, and `u64::MAX` everywhere are all
 /// handled by signed, saturating arithmetic.
-pub fn next_target(
-    params: &AsertParams,
-    anchor: &AsertAnchor,
-    parent_height: u64,
-    parent_timestamp_ms: u64,
-) -> U256 {
+pub fn next_target(params: &AsertParams, anchor: &AsertAnchor, parent_height: u64, parent_timestamp_ms: u64) -> U256 {
     let max_target = params.max_target;
 
     // All inputs are u64, so the differences fit in i128 exactly. Only the
@@ -105,10 +100,7 @@ pub fn next_target(
     let scheduled = i128::from(params.ideal_block_time_ms).saturating_mul(height_delta + 1);
     let half_life = i128::from(params.half_life_ms.max(1));
     // Rust's `/` truncates toward zero, as C++'s does in the reference code.
-    let exponent = (time_delta
-        .saturating_sub(scheduled)
-        .saturating_mul(1 << RADIX_BITS)
-        / half_life)
+    let exponent = (time_delta.saturating_sub(scheduled).saturating_mul(1 << RADIX_BITS) / half_life)
         .clamp(-EXPONENT_LIMIT, EXPONENT_LIMIT);
 
     // Arithmetic shift: floor division, so `frac` is always in [0, 65536)
@@ -119,17 +111,9 @@ pub fn next_target(
     // 2^(frac/65536) in 16.16 fixed point, by the spec's cubic polynomial.
     // u128 so no intermediate can overflow (in the spec's u64 they just fit).
     let factor: u128 = 65536
-        + ((195_766_423_245_049 * frac
-            + 971_821_376 * frac * frac
-            + 5_127 * frac * frac * frac
-            + (1 << 47))
-            >> 48);
+        + ((195_766_423_245_049 * frac + 971_821_376 * frac * frac + 5_127 * frac * frac * frac + (1 << 47)) >> 48);
 
-    let anchor_target = if anchor.target > max_target {
-        max_target
-    } else {
-        anchor.target
-    };
+    let anchor_target = if anchor.target > max_target { max_target } else { anchor.target };
     // < 2^256 * 2^17, so it fits in 320 bits.
     let next = widen(anchor_target) * U320::from(factor);
 
@@ -177,12 +161,7 @@ pub fn next_compact(
     parent_height: u64,
     parent_timestamp_ms: u64,
 ) -> CompactTarget {
-    CompactTarget::from_target(next_target(
-        params,
-        anchor,
-        parent_height,
-        parent_timestamp_ms,
-    ))
+    CompactTarget::from_target(next_target(params, anchor, parent_height, parent_timestamp_ms))
 }
 
 #[cfg(test)]
@@ -219,10 +198,7 @@ mod tests {
         let (p, a) = (params(), anchor());
         for h in [0u64, 1, 2, 17, 1000, 1_000_000] {
             assert_eq!(next_target(&p, &a, h, on_schedule(&a, h)), a.target);
-            assert_eq!(
-                next_compact(&p, &a, h, on_schedule(&a, h)),
-                CompactTarget::from_target(a.target)
-            );
+            assert_eq!(next_compact(&p, &a, h, on_schedule(&a, h)), CompactTarget::from_target(a.target));
         }
     }
 
@@ -238,14 +214,8 @@ mod tests {
         assert_eq!(next_target(&p, &a, h, ts + 3 * HALF_LIFE), a.target << 3);
         assert_eq!(next_target(&p, &a, h, ts - 5 * HALF_LIFE), a.target >> 5);
         // Same statements on the compact form the header carries.
-        assert_eq!(
-            next_compact(&p, &a, h, ts + HALF_LIFE),
-            CompactTarget::from_target(a.target << 1)
-        );
-        assert_eq!(
-            next_compact(&p, &a, h, ts - HALF_LIFE),
-            CompactTarget::from_target(a.target >> 1)
-        );
+        assert_eq!(next_compact(&p, &a, h, ts + HALF_LIFE), CompactTarget::from_target(a.target << 1));
+        assert_eq!(next_compact(&p, &a, h, ts - HALF_LIFE), CompactTarget::from_target(a.target >> 1));
     }
 
     #[test]
@@ -274,16 +244,10 @@ mod tests {
         assert_eq!(next_target(&p, &a, u64::MAX, 0), U256::from(1u8));
         assert_eq!(next_target(&p, &a, u64::MAX, u64::MAX), U256::from(1u8));
         // Anchor above the limit is clamped first.
-        let big = AsertAnchor {
-            target: U256::MAX,
-            ..a
-        };
+        let big = AsertAnchor { target: U256::MAX, ..a };
         assert_eq!(next_target(&p, &big, 0, on_schedule(&a, 0)), p.max_target);
         // A zero anchor target still yields the minimum valid target.
-        let zero = AsertAnchor {
-            target: U256::ZERO,
-            ..a
-        };
+        let zero = AsertAnchor { target: U256::ZERO, ..a };
         assert_eq!(next_target(&p, &zero, 0, u64::MAX), U256::from(1u8));
     }
 
@@ -292,11 +256,7 @@ mod tests {
         let a = anchor();
         for max_target in [U256::ZERO, U256::from(1u8), U256::MAX] {
             for (ideal, half) in [(0, 0), (u64::MAX, 0), (0, u64::MAX), (u64::MAX, u64::MAX)] {
-                let p = AsertParams {
-                    ideal_block_time_ms: ideal,
-                    half_life_ms: half,
-                    max_target,
-                };
+                let p = AsertParams { ideal_block_time_ms: ideal, half_life_ms: half, max_target };
                 for (h, ts) in [(0, 0), (u64::MAX, 0), (0, u64::MAX), (u64::MAX, u64::MAX)] {
                     let t = next_target(&p, &a, h, ts);
                     assert!(t >= U256::from(1u8));
@@ -305,43 +265,24 @@ mod tests {
             }
         }
         // Full-width limit: overflowing results saturate at U256::MAX.
-        let p = AsertParams {
-            max_target: U256::MAX,
-            ..params()
-        };
-        let a = AsertAnchor {
-            target: U256::MAX,
-            ..a
-        };
+        let p = AsertParams { max_target: U256::MAX, ..params() };
+        let a = AsertAnchor { target: U256::MAX, ..a };
         assert_eq!(next_target(&p, &a, 0, on_schedule(&a, 0)), U256::MAX);
-        assert_eq!(
-            next_target(&p, &a, 0, on_schedule(&a, 0) - HALF_LIFE),
-            U256::MAX >> 1
-        );
+        assert_eq!(next_target(&p, &a, 0, on_schedule(&a, 0) - HALF_LIFE), U256::MAX >> 1);
     }
 
     fn any_params() -> impl Strategy<Value = AsertParams> {
-        (
-            1u64..=u64::MAX,
-            1u64..=u64::MAX,
-            any::<[u64; 4]>(),
-            17usize..256,
-        )
-            .prop_map(|(ideal, half, l, s)| AsertParams {
-                ideal_block_time_ms: ideal,
-                half_life_ms: half,
-                max_target: U256::from_limbs(l) >> s,
-            })
+        (1u64..=u64::MAX, 1u64..=u64::MAX, any::<[u64; 4]>(), 17usize..256).prop_map(|(ideal, half, l, s)| {
+            AsertParams { ideal_block_time_ms: ideal, half_life_ms: half, max_target: U256::from_limbs(l) >> s }
+        })
     }
 
     fn any_anchor() -> impl Strategy<Value = AsertAnchor> {
-        (any::<u64>(), any::<u64>(), any::<[u64; 4]>(), 0usize..256).prop_map(
-            |(height, ts, l, s)| AsertAnchor {
-                height,
-                parent_timestamp_ms: ts,
-                target: U256::from_limbs(l) >> s,
-            },
-        )
+        (any::<u64>(), any::<u64>(), any::<[u64; 4]>(), 0usize..256).prop_map(|(height, ts, l, s)| AsertAnchor {
+            height,
+            parent_timestamp_ms: ts,
+            target: U256::from_limbs(l) >> s,
+        })
     }
 
     /// Realistic ranges, where monotonicity is not just saturation.
@@ -355,11 +296,7 @@ mod tests {
             0u64..=100_000,
         )
             .prop_map(|(h0, t0, tgt, dh, dt, extra)| {
-                let a = AsertAnchor {
-                    height: h0,
-                    parent_timestamp_ms: t0,
-                    target: U256::from(tgt) << 190,
-                };
+                let a = AsertAnchor { height: h0, parent_timestamp_ms: t0, target: U256::from(tgt) << 190 };
                 (a, h0 + dh, t0 + dt, extra)
             })
     }

@@ -152,11 +152,7 @@ impl PendingHeader {
         if computed_digest != &self.header.output_digest {
             return Err(HeaderError::OutputDigest);
         }
-        Ok(VerifiedHeader {
-            header: self.header,
-            id: self.id,
-            target: self.target,
-        })
+        Ok(VerifiedHeader { header: self.header, id: self.id, target: self.target })
     }
 }
 
@@ -217,32 +213,19 @@ pub fn genesis_header(params: &ChainParams) -> Header {
 pub fn asert_anchor(params: &ChainParams) -> AsertAnchor {
     AsertAnchor {
         height: 0,
-        parent_timestamp_ms: params
-            .genesis_timestamp_ms
-            .saturating_sub(params.asert.ideal_block_time_ms),
-        target: params
-            .genesis_bits
-            .to_target()
-            .unwrap_or(params.asert.max_target),
+        parent_timestamp_ms: params.genesis_timestamp_ms.saturating_sub(params.asert.ideal_block_time_ms),
+        target: params.genesis_bits.to_target().unwrap_or(params.asert.max_target),
     }
 }
 
 /// The compact target the child of `parent` must carry.
 pub fn next_bits(params: &ChainParams, parent: &Header) -> CompactTarget {
-    next_compact(
-        &params.asert,
-        &asert_anchor(params),
-        parent.height,
-        parent.timestamp_ms,
-    )
+    next_compact(&params.asert, &asert_anchor(params), parent.height, parent.timestamp_ms)
 }
 
 /// The MMR leaf that a header contributes.
 pub fn mmr_leaf(id: BlockId, target: &U256) -> MmrNode {
-    MmrNode {
-        hash: id,
-        work: block_work(*target),
-    }
+    MmrNode { hash: id, work: block_work(*target) }
 }
 
 /// The headers known to this client, and which chain has the most work.
@@ -259,26 +242,13 @@ impl HeaderChain {
     pub fn new(params: ChainParams) -> Self {
         let g = genesis_header(&params);
         let id = g.id();
-        let target = params
-            .genesis_bits
-            .to_target()
-            .unwrap_or(params.asert.max_target);
+        let target = params.genesis_bits.to_target().unwrap_or(params.asert.max_target);
         let mut mmr = MmrPeaks::new();
         mmr.push(mmr_leaf(id, &target));
-        let entry = ChainEntry {
-            header: g,
-            id,
-            target,
-            total_work: block_work(target),
-            mmr,
-        };
+        let entry = ChainEntry { header: g, id, target, total_work: block_work(target), mmr };
         let mut entries = BTreeMap::new();
         entries.insert(id, entry);
-        HeaderChain {
-            params,
-            entries,
-            best: vec![id],
-        }
+        HeaderChain { params, entries, best: vec![id] }
     }
 
     /// The chain parameters.
@@ -326,17 +296,9 @@ impl HeaderChain {
         if header.version != VERSION {
             return Err(HeaderError::Version(header.version));
         }
-        let parent = self
-            .entries
-            .get(&header.prev_id)
-            .ok_or(HeaderError::UnknownParent)?;
+        let parent = self.entries.get(&header.prev_id).ok_or(HeaderError::UnknownParent)?;
         let target = check_against_parent(&self.params, parent, header, now_ms)?;
-        Ok(PendingHeader {
-            header: *header,
-            id,
-            target,
-            spec: self.params.model,
-        })
+        Ok(PendingHeader { header: *header, id, target, spec: self.params.model })
     }
 
     /// Adds a verified header and applies fork choice (most total work wins; on a
@@ -345,19 +307,14 @@ impl HeaderChain {
         if self.entries.contains_key(&verified.id) {
             return Err(HeaderError::AlreadyKnown);
         }
-        let parent = self
-            .entries
-            .get(&verified.header.prev_id)
-            .ok_or(HeaderError::UnknownParent)?;
+        let parent = self.entries.get(&verified.header.prev_id).ok_or(HeaderError::UnknownParent)?;
         let mut mmr = parent.mmr.clone();
         mmr.push(mmr_leaf(verified.id, &verified.target));
         let entry = ChainEntry {
             header: verified.header,
             id: verified.id,
             target: verified.target,
-            total_work: parent
-                .total_work
-                .saturating_add(block_work(verified.target)),
+            total_work: parent.total_work.saturating_add(block_work(verified.target)),
             mmr,
         };
         let new_is_best = entry.total_work > self.tip().total_work;
@@ -382,11 +339,7 @@ impl HeaderChain {
         let fork_height = self.entries[&cursor].header.height;
         let removed = self.best.split_off(fork_height as usize + 1);
         self.best.extend_from_slice(&added);
-        Ok(InsertOutcome::NewTip {
-            fork_height,
-            removed,
-            added,
-        })
+        Ok(InsertOutcome::NewTip { fork_height, removed, added })
     }
 
     /// Verifies a header completely on this CPU and inserts it.
@@ -410,12 +363,24 @@ impl HeaderChain {
     }
 
     /// Like [`Self::next_template`] on top of any known header (to mine a side branch).
-    pub fn template_on(&self, parent: &BlockId, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Option<Header> {
+    pub fn template_on(
+        &self,
+        parent: &BlockId,
+        miner_key: [u8; 32],
+        body_root: [u8; 32],
+        now_ms: u64,
+    ) -> Option<Header> {
         Some(template_on(&self.params, self.entries.get(parent)?, miner_key, body_root, now_ms))
     }
 }
 
-fn template_on(params: &ChainParams, parent: &ChainEntry, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Header {
+fn template_on(
+    params: &ChainParams,
+    parent: &ChainEntry,
+    miner_key: [u8; 32],
+    body_root: [u8; 32],
+    now_ms: u64,
+) -> Header {
     Header {
         version: VERSION,
         height: parent.header.height + 1,
@@ -440,10 +405,7 @@ pub fn check_against_parent(
 ) -> Result<U256, HeaderError> {
     let expected_height = parent.header.height + 1;
     if header.height != expected_height {
-        return Err(HeaderError::Height {
-            expected: expected_height,
-            got: header.height,
-        });
+        return Err(HeaderError::Height { expected: expected_height, got: header.height });
     }
     if header.timestamp_ms <= parent.header.timestamp_ms {
         return Err(HeaderError::TimestampNotAfterParent {
@@ -460,10 +422,7 @@ pub fn check_against_parent(
     }
     let expected = next_bits(params, &parent.header);
     if header.bits != expected {
-        return Err(HeaderError::Target {
-            expected: expected.0,
-            got: header.bits.0,
-        });
+        return Err(HeaderError::Target { expected: expected.0, got: header.bits.0 });
     }
     if header.mmr_root != parent.mmr.root() {
         return Err(HeaderError::MmrRoot);
@@ -484,11 +443,7 @@ pub fn check_pow_hash(header: &Header) -> Result<U256, HeaderError> {
 
 /// Verifies one header's proof of work on its own (no parent needed): the cheap
 /// pow hash check, then the forward pass on this CPU.
-pub fn verify_header_pow(
-    spec: &ModelSpec,
-    header: &Header,
-    cache: &mut ModelCache,
-) -> Result<(), HeaderError> {
+pub fn verify_header_pow(spec: &ModelSpec, header: &Header, cache: &mut ModelCache) -> Result<(), HeaderError> {
     check_pow_hash(header)?;
     let digest = cache.output_digest(&PowInput::of(*spec, header))?;
     if digest != header.output_digest {
@@ -525,8 +480,6 @@ impl ModelCache {
     /// Runs the forward pass for `input` and digests it.
     pub fn output_digest(&mut self, input: &PowInput) -> Result<[u8; 32], HeaderError> {
         let model = self.model(&input.spec, &input.prev_id)?;
-        Ok(Solver::new(model)
-            .attempt(&input.template, input.nonce)
-            .output_digest)
+        Ok(Solver::new(model).attempt(&input.template, input.nonce).output_digest)
     }
 }

@@ -41,12 +41,7 @@ pub enum MineOutcome {
 
 /// Searches `job` on `threads` threads. `attempts` counts forward passes as they
 /// finish (for hashrate displays); `stop` aborts the search.
-pub fn mine(
-    job: &MineJob<'_>,
-    threads: usize,
-    stop: &AtomicBool,
-    attempts: &AtomicU64,
-) -> MineOutcome {
+pub fn mine(job: &MineJob<'_>, threads: usize, stop: &AtomicBool, attempts: &AtomicU64) -> MineOutcome {
     let threads = threads.max(1) as u64;
     let found: Mutex<Option<Attempt>> = Mutex::new(None);
     let done = AtomicBool::new(false);

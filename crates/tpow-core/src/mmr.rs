@@ -96,10 +96,7 @@ impl MmrNode {
     pub const ENCODED_LEN: usize = 64;
 
     /// The empty node used as the "bagged peaks" of an empty MMR.
-    const EMPTY: MmrNode = MmrNode {
-        hash: [0; 32],
-        work: U256::ZERO,
-    };
+    const EMPTY: MmrNode = MmrNode { hash: [0; 32], work: U256::ZERO };
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.hash);
@@ -111,10 +108,7 @@ impl MmrNode {
         let mut work = [0u8; 32];
         hash.copy_from_slice(&bytes[..32]);
         work.copy_from_slice(&bytes[32..]);
-        MmrNode {
-            hash,
-            work: U256::from_be_bytes(work),
-        }
+        MmrNode { hash, work: U256::from_be_bytes(work) }
     }
 }
 
@@ -130,10 +124,7 @@ pub fn merge(left: &MmrNode, right: &MmrNode) -> MmrNode {
     h.update(&left.work.to_be_bytes::<32>());
     h.update(&right.hash);
     h.update(&right.work.to_be_bytes::<32>());
-    MmrNode {
-        hash: *h.finalize().as_bytes(),
-        work: left.work.saturating_add(right.work),
-    }
+    MmrNode { hash: *h.finalize().as_bytes(), work: left.work.saturating_add(right.work) }
 }
 
 /// Folds the peaks (left to right) into one node, from the right:
@@ -232,10 +223,7 @@ impl MmrPeaks {
     pub fn from_parts(leaf_count: u64, peaks: Vec<MmrNode>) -> Result<Self, MmrError> {
         let expected = leaf_count.count_ones() as usize;
         if peaks.len() != expected {
-            return Err(MmrError::WrongPeakCount {
-                expected,
-                got: peaks.len(),
-            });
+            return Err(MmrError::WrongPeakCount { expected, got: peaks.len() });
         }
         Ok(MmrPeaks { leaf_count, peaks })
     }
@@ -355,10 +343,7 @@ impl Mmr {
     pub fn proof(&self, leaf_index: u64, leaf_count: u64) -> Result<MmrProof, MmrError> {
         self.check_count(leaf_count)?;
         if leaf_index >= leaf_count {
-            return Err(MmrError::LeafIndexOutOfRange {
-                leaf_index,
-                leaf_count,
-            });
+            return Err(MmrError::LeafIndexOutOfRange { leaf_index, leaf_count });
         }
         let (mountain, height, _) = locate(leaf_index, leaf_count);
         let peak_positions = peak_positions(leaf_count);
@@ -391,33 +376,19 @@ impl Mmr {
         }
         siblings.reverse();
 
-        Ok(MmrProof {
-            leaf_count,
-            leaf_index,
-            siblings,
-            peaks,
-        })
+        Ok(MmrProof { leaf_count, leaf_index, siblings, peaks })
     }
 
     fn check_count(&self, leaf_count: u64) -> Result<(), MmrError> {
         if leaf_count > self.leaf_count {
-            return Err(MmrError::LeafCountTooLarge {
-                requested: leaf_count,
-                stored: self.leaf_count,
-            });
+            return Err(MmrError::LeafCountTooLarge { requested: leaf_count, stored: self.leaf_count });
         }
         Ok(())
     }
 
     /// `leaf_count <= self.leaf_count` required.
     fn peaks_of(&self, leaf_count: u64) -> MmrPeaks {
-        MmrPeaks {
-            leaf_count,
-            peaks: peak_positions(leaf_count)
-                .into_iter()
-                .map(|p| self.nodes[p as usize])
-                .collect(),
-        }
+        MmrPeaks { leaf_count, peaks: peak_positions(leaf_count).into_iter().map(|p| self.nodes[p as usize]).collect() }
     }
 }
 
@@ -451,8 +422,7 @@ impl MmrProof {
     /// Most other peaks any proof can have (at most 64 mountains).
     pub const MAX_PEAKS: usize = 64;
     /// Upper bound on [`MmrProof::encoded_len`], for sizing network limits.
-    pub const MAX_ENCODED_LEN: usize =
-        8 + 8 + 1 + 1 + (Self::MAX_SIBLINGS + Self::MAX_PEAKS) * MmrNode::ENCODED_LEN;
+    pub const MAX_ENCODED_LEN: usize = 8 + 8 + 1 + 1 + (Self::MAX_SIBLINGS + Self::MAX_PEAKS) * MmrNode::ENCODED_LEN;
 
     /// Checks the proof for `leaf` against a committed `root`.
     ///
@@ -461,39 +431,26 @@ impl MmrProof {
     /// leaf to another position or claim another tree shape.
     pub fn verify(&self, root_hash: &[u8; 32], leaf: &MmrNode) -> Result<(), MmrError> {
         if self.leaf_index >= self.leaf_count {
-            return Err(MmrError::LeafIndexOutOfRange {
-                leaf_index: self.leaf_index,
-                leaf_count: self.leaf_count,
-            });
+            return Err(MmrError::LeafIndexOutOfRange { leaf_index: self.leaf_index, leaf_count: self.leaf_count });
         }
         let (mountain, height, local) = locate(self.leaf_index, self.leaf_count);
         if self.siblings.len() != height as usize {
-            return Err(MmrError::WrongSiblingCount {
-                expected: height as usize,
-                got: self.siblings.len(),
-            });
+            return Err(MmrError::WrongSiblingCount { expected: height as usize, got: self.siblings.len() });
         }
         let other_peaks = self.leaf_count.count_ones() as usize - 1;
         if self.peaks.len() != other_peaks {
-            return Err(MmrError::WrongPeakCount {
-                expected: other_peaks,
-                got: self.peaks.len(),
-            });
+            return Err(MmrError::WrongPeakCount { expected: other_peaks, got: self.peaks.len() });
         }
 
         // Bit `level` of the leaf's index in its mountain says whether the
         // node at that level is a right child (1) or a left child (0).
-        let peak = self
-            .siblings
-            .iter()
-            .enumerate()
-            .fold(*leaf, |acc, (level, sib)| {
-                if (local >> level) & 1 == 0 {
-                    merge(&acc, sib)
-                } else {
-                    merge(sib, &acc)
-                }
-            });
+        let peak = self.siblings.iter().enumerate().fold(*leaf, |acc, (level, sib)| {
+            if (local >> level) & 1 == 0 {
+                merge(&acc, sib)
+            } else {
+                merge(sib, &acc)
+            }
+        });
 
         let mut all_peaks = Vec::with_capacity(self.peaks.len() + 1);
         all_peaks.extend_from_slice(&self.peaks[..mountain]);
@@ -521,8 +478,7 @@ impl MmrProof {
     pub fn encode(&self) -> Vec<u8> {
         let siblings = &self.siblings[..self.siblings.len().min(Self::MAX_SIBLINGS)];
         let peaks = &self.peaks[..self.peaks.len().min(Self::MAX_PEAKS)];
-        let mut out =
-            Vec::with_capacity(18 + (siblings.len() + peaks.len()) * MmrNode::ENCODED_LEN);
+        let mut out = Vec::with_capacity(18 + (siblings.len() + peaks.len()) * MmrNode::ENCODED_LEN);
         out.extend_from_slice(&self.leaf_count.to_le_bytes());
         out.extend_from_slice(&self.leaf_index.to_le_bytes());
         out.push(siblings.len() as u8);
@@ -548,12 +504,7 @@ impl MmrProof {
         if !r.0.is_empty() {
             return Err(MmrError::TrailingBytes);
         }
-        Ok(MmrProof {
-            leaf_count,
-            leaf_index,
-            siblings,
-            peaks,
-        })
+        Ok(MmrProof { leaf_count, leaf_index, siblings, peaks })
     }
 }
 
@@ -590,10 +541,7 @@ mod tests {
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&i.to_le_bytes());
         hash[31] = 0xaa;
-        MmrNode {
-            hash,
-            work: U256::from(1000 + i * 7),
-        }
+        MmrNode { hash, work: U256::from(1000 + i * 7) }
     }
 
     fn build(n: u64) -> Mmr {
@@ -623,14 +571,8 @@ mod tests {
     /// the format description, pinning contexts, byte orders and bagging.
     #[test]
     fn known_answer_roots() {
-        assert_eq!(
-            hex(&Mmr::new().root()),
-            "178ce642ca5cc5751402259af3d978e49b1a3acfe55d99d56c37315840a219f3"
-        );
-        assert_eq!(
-            hex(&build(3).root()),
-            "274a91d2f6f7b73cd8c5a5d6227e3715147ed356de653e6dfc1e89a2dfc9f4e1"
-        );
+        assert_eq!(hex(&Mmr::new().root()), "178ce642ca5cc5751402259af3d978e49b1a3acfe55d99d56c37315840a219f3");
+        assert_eq!(hex(&build(3).root()), "274a91d2f6f7b73cd8c5a5d6227e3715147ed356de653e6dfc1e89a2dfc9f4e1");
     }
 
     #[test]
@@ -657,64 +599,26 @@ mod tests {
         let m = build(7);
         let p = m.peaks();
         assert_eq!(p.peaks().len(), 3);
-        assert_eq!(
-            bag_peaks(p.peaks()),
-            merge(&p.peaks()[0], &merge(&p.peaks()[1], &p.peaks()[2]))
-        );
-        assert_eq!(
-            p.total_work(),
-            (0..7).fold(U256::ZERO, |acc, i| acc + leaf(i).work)
-        );
+        assert_eq!(bag_peaks(p.peaks()), merge(&p.peaks()[0], &merge(&p.peaks()[1], &p.peaks()[2])));
+        assert_eq!(p.total_work(), (0..7).fold(U256::ZERO, |acc, i| acc + leaf(i).work));
     }
 
     #[test]
     fn proof_errors() {
         let m = build(11);
-        assert_eq!(
-            m.proof(0, 12),
-            Err(MmrError::LeafCountTooLarge {
-                requested: 12,
-                stored: 11
-            })
-        );
-        assert_eq!(
-            m.proof(5, 5),
-            Err(MmrError::LeafIndexOutOfRange {
-                leaf_index: 5,
-                leaf_count: 5
-            })
-        );
+        assert_eq!(m.proof(0, 12), Err(MmrError::LeafCountTooLarge { requested: 12, stored: 11 }));
+        assert_eq!(m.proof(5, 5), Err(MmrError::LeafIndexOutOfRange { leaf_index: 5, leaf_count: 5 }));
         assert!(m.prefix_peaks(12).is_err());
         let root = m.root();
         let mut p = m.proof(4, 11).unwrap();
         assert_eq!(p.verify(&root, &leaf(4)), Ok(()));
         p.siblings.push(leaf(0));
-        assert_eq!(
-            p.verify(&root, &leaf(4)),
-            Err(MmrError::WrongSiblingCount {
-                expected: 3,
-                got: 4
-            })
-        );
+        assert_eq!(p.verify(&root, &leaf(4)), Err(MmrError::WrongSiblingCount { expected: 3, got: 4 }));
         p.siblings.pop();
         p.peaks.pop();
-        assert_eq!(
-            p.verify(&root, &leaf(4)),
-            Err(MmrError::WrongPeakCount {
-                expected: 2,
-                got: 1
-            })
-        );
-        let empty = MmrProof {
-            leaf_count: 0,
-            leaf_index: 0,
-            siblings: Vec::new(),
-            peaks: Vec::new(),
-        };
-        assert!(matches!(
-            empty.verify(&root, &leaf(0)),
-            Err(MmrError::LeafIndexOutOfRange { .. })
-        ));
+        assert_eq!(p.verify(&root, &leaf(4)), Err(MmrError::WrongPeakCount { expected: 2, got: 1 }));
+        let empty = MmrProof { leaf_count: 0, leaf_index: 0, siblings: Vec::new(), peaks: Vec::new() };
+        assert!(matches!(empty.verify(&root, &leaf(0)), Err(MmrError::LeafIndexOutOfRange { .. })));
     }
 
     #[test]
@@ -731,27 +635,15 @@ mod tests {
         assert_eq!(MmrProof::decode(&long), Err(MmrError::TrailingBytes));
         let mut many = bytes.clone();
         many[16] = 65;
-        assert_eq!(
-            MmrProof::decode(&many),
-            Err(MmrError::TooManyItems { count: 65, max: 64 })
-        );
+        assert_eq!(MmrProof::decode(&many), Err(MmrError::TooManyItems { count: 65, max: 64 }));
     }
 
     #[test]
     fn extreme_leaf_counts_do_not_panic() {
-        let p = MmrProof {
-            leaf_count: u64::MAX,
-            leaf_index: u64::MAX - 1,
-            siblings: Vec::new(),
-            peaks: vec![leaf(0); 63],
-        };
+        let p =
+            MmrProof { leaf_count: u64::MAX, leaf_index: u64::MAX - 1, siblings: Vec::new(), peaks: vec![leaf(0); 63] };
         assert_eq!(p.verify(&[0; 32], &leaf(0)), Err(MmrError::RootMismatch));
-        let p = MmrProof {
-            leaf_count: u64::MAX,
-            leaf_index: 0,
-            siblings: vec![leaf(0); 63],
-            peaks: vec![leaf(0); 63],
-        };
+        let p = MmrProof { leaf_count: u64::MAX, leaf_index: 0, siblings: vec![leaf(0); 63], peaks: vec![leaf(0); 63] };
         assert_eq!(p.verify(&[0; 32], &leaf(0)), Err(MmrError::RootMismatch));
         assert!(p.encoded_len() <= MmrProof::MAX_ENCODED_LEN);
     }

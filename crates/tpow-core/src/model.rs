@@ -38,14 +38,11 @@ pub const NO_LAYER: u32 = u32::MAX;
 /// Fills `out` with the weight stream of one tensor.
 ///
 /// Stream = blake3-XOF(derive_key(CTX_MODEL_WEIGHTS), prev_id ‖ spec ‖ layer u32 LE
-/// ‖ kind u32 LE); each output byte is one weight, read as two's-complement int8.
-pub fn derive_tensor(
-    prev_id: &[u8; 32],
-    spec: &ModelSpec,
-    layer: u32,
-    kind: TensorKind,
-    out: &mut [i8],
-) {
+/// ‖ kind u32 LE); each output byte is one weight, read as two's-complement int8,
+/// with -128 raised to -127. Symmetric weights (|w| <= 127, like the activations)
+/// let SIMD kernels sum pairs of products in 16 bits without saturating
+/// (2 · 127 · 127 < 2^15), and negating a weight never overflows.
+pub fn derive_tensor(prev_id: &[u8; 32], spec: &ModelSpec, layer: u32, kind: TensorKind, out: &mut [i8]) {
     let mut h = hasher(CTX_MODEL_WEIGHTS);
     h.update(prev_id);
     h.update(&spec.to_bytes());
@@ -58,7 +55,7 @@ pub fn derive_tensor(
         let b = &mut buf[..chunk.len()];
         reader.fill(b);
         for (w, &x) in chunk.iter_mut().zip(b.iter()) {
-            *w = x as i8;
+            *w = (x as i8).max(-127);
         }
     }
 }
@@ -72,20 +69,21 @@ pub struct Matrix {
     pub cols: usize,
     /// Row-major weights, `rows * cols`.
     pub data: Vec<i8>,
+    /// `data` re-laid out for the SIMD matrix kernel this CPU runs
+    /// ([`crate::forward::Backend::pack`]); empty where there is none. Derived from
+    /// `data`, never hashed or compared across machines.
+    pub packed: Vec<u8>,
 }
 
 impl Matrix {
-    fn derive(
-        prev_id: &[u8; 32],
-        spec: &ModelSpec,
-        layer: u32,
-        kind: TensorKind,
-        rows: usize,
-        cols: usize,
-    ) -> Self {
+    fn derive(prev_id: &[u8; 32], spec: &ModelSpec, layer: u32, kind: TensorKind, rows: usize, cols: usize) -> Self {
         let mut data = alloc::vec![0i8; rows * cols];
         derive_tensor(prev_id, spec, layer, kind, &mut data);
-        Matrix { rows, cols, data }
+        let packed = match kind {
+            TensorKind::TokenEmbedding | TensorKind::PositionEmbedding => Vec::new(),
+            _ => crate::forward::Backend::detect().pack(rows, cols, &data),
+        };
+        Matrix { rows, cols, data, packed }
     }
 
     /// Weights of output `r`.
@@ -147,12 +145,7 @@ impl Model {
             spec: *spec,
             prev_id: *prev_id,
             tok_emb: m(NO_LAYER, TensorKind::TokenEmbedding, spec.vocab as usize, d),
-            pos_emb: m(
-                NO_LAYER,
-                TensorKind::PositionEmbedding,
-                spec.seq_len as usize,
-                d,
-            ),
+            pos_emb: m(NO_LAYER, TensorKind::PositionEmbedding, spec.seq_len as usize, d),
             layers,
         })
     }

@@ -44,10 +44,7 @@ pub fn output_digest(output: &[i8]) -> [u8; 32] {
 /// The pow hash of a complete header: blake3(derive_key(CTX_POW_HASH), template ‖
 /// nonce u64 LE ‖ output digest) — that is, of the 192 encoded header bytes.
 pub fn pow_hash(template: &[u8; TEMPLATE_LEN], nonce: u64, output_digest: &[u8; 32]) -> [u8; 32] {
-    hash_parts(
-        CTX_POW_HASH,
-        &[template, &nonce.to_le_bytes(), output_digest],
-    )
+    hash_parts(CTX_POW_HASH, &[template, &nonce.to_le_bytes(), output_digest])
 }
 
 /// Pow hash of an encoded header.
@@ -100,10 +97,6 @@ impl<'m> Solver<'m> {
     /// One full attempt.
     pub fn attempt(&mut self, template: &[u8; TEMPLATE_LEN], nonce: u64) -> Attempt {
         let digest = output_digest(self.output(template, nonce));
-        Attempt {
-            nonce,
-            output_digest: digest,
-            pow_hash: pow_hash(template, nonce, &digest),
-        }
+        Attempt { nonce, output_digest: digest, pow_hash: pow_hash(template, nonce, &digest) }
     }
 }

@@ -50,25 +50,13 @@ pub enum SpecError {
 
 impl ModelSpec {
     /// Tiny model for a local devnet: a forward pass costs well under a millisecond.
-    pub const DEVNET: ModelSpec = ModelSpec {
-        vocab: 256,
-        seq_len: 16,
-        d_model: 64,
-        n_heads: 4,
-        n_layers: 2,
-        d_ffn: 256,
-    };
+    pub const DEVNET: ModelSpec =
+        ModelSpec { vocab: 256, seq_len: 16, d_model: 64, n_heads: 4, n_layers: 2, d_ffn: 256 };
 
     /// Mainnet model: about 5.8 million parameters, about 0.27 G multiply-accumulates
     /// per forward pass.
-    pub const MAINNET: ModelSpec = ModelSpec {
-        vocab: 4096,
-        seq_len: 64,
-        d_model: 256,
-        n_heads: 8,
-        n_layers: 6,
-        d_ffn: 1024,
-    };
+    pub const MAINNET: ModelSpec =
+        ModelSpec { vocab: 4096, seq_len: 64, d_model: 256, n_heads: 8, n_layers: 6, d_ffn: 1024 };
 
     /// Checks the bounds that keep every intermediate value inside i32 (see
     /// docs/PROTOCOL.md, "Bounds").
@@ -82,12 +70,7 @@ impl ModelSpec {
         ];
         for (name, value, min, max) in dims {
             if !value.is_power_of_two() || value < min || value > max {
-                return Err(SpecError::BadDimension {
-                    name,
-                    value,
-                    min,
-                    max,
-                });
+                return Err(SpecError::BadDimension { name, value, min, max });
             }
         }
         if !(1..=64).contains(&self.n_layers) {
@@ -109,8 +92,7 @@ impl ModelSpec {
     pub fn parameter_count(&self) -> u64 {
         let d = self.d_model as u64;
         let f = self.d_ffn as u64;
-        (self.vocab as u64 + self.seq_len as u64) * d
-            + self.n_layers as u64 * (4 * d * d + 2 * d * f)
+        (self.vocab as u64 + self.seq_len as u64) * d + self.n_layers as u64 * (4 * d * d + 2 * d * f)
     }
 
     /// Multiply-accumulates of one forward pass as the reference computes it
@@ -129,16 +111,8 @@ impl ModelSpec {
     /// with different shapes never share weights.
     pub fn to_bytes(&self) -> [u8; 24] {
         let mut b = [0u8; 24];
-        for (i, v) in [
-            self.vocab,
-            self.seq_len,
-            self.d_model,
-            self.n_heads,
-            self.n_layers,
-            self.d_ffn,
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, v) in
+            [self.vocab, self.seq_len, self.d_model, self.n_heads, self.n_layers, self.d_ffn].into_iter().enumerate()
         {
             b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -169,11 +143,7 @@ impl ChainParams {
         ChainParams {
             name: "devnet",
             model: ModelSpec::DEVNET,
-            asert: AsertParams {
-                ideal_block_time_ms: 2_000,
-                half_life_ms: 60_000,
-                max_target: U256::from(1u8) << 252,
-            },
+            asert: AsertParams { ideal_block_time_ms: 2_000, half_life_ms: 60_000, max_target: U256::from(1u8) << 252 },
             genesis_timestamp_ms: 1_764_000_000_000,
             // About 4,000 attempts per block at the start.
             genesis_bits: CompactTarget::from_target(U256::MAX / U256::from(4_000u32)),

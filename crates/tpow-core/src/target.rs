@@ -149,10 +149,7 @@ mod tests {
     #[test]
     fn bitcoin_genesis_target() {
         let t = CompactTarget(0x1d00ffff).to_target().unwrap();
-        assert_eq!(
-            t,
-            u256_hex("00000000ffff0000000000000000000000000000000000000000000000000000")
-        );
+        assert_eq!(t, u256_hex("00000000ffff0000000000000000000000000000000000000000000000000000"));
         assert_eq!(CompactTarget::from_target(t), CompactTarget(0x1d00ffff));
         // Genesis-chain max target minus 1: rounding down keeps the top 3 bytes.
         let t = u256_hex("00000000fffeffffffffffffffffffffffffffffffffffffffffffffffffffff");
@@ -163,129 +160,58 @@ mod tests {
     fn known_bitcoin_values() {
         // Block 32256, the first difficulty change on Bitcoin.
         let t = CompactTarget(0x1d00d86a).to_target().unwrap();
-        assert_eq!(
-            t,
-            u256_hex("00000000d86a0000000000000000000000000000000000000000000000000000")
-        );
+        assert_eq!(t, u256_hex("00000000d86a0000000000000000000000000000000000000000000000000000"));
         assert_eq!(CompactTarget::from_target(t), CompactTarget(0x1d00d86a));
         // A modern mainnet value.
         let t = CompactTarget(0x17034219).to_target().unwrap();
-        assert_eq!(
-            t,
-            u256_hex("0000000000000000000342190000000000000000000000000000000000000000")
-        );
+        assert_eq!(t, u256_hex("0000000000000000000342190000000000000000000000000000000000000000"));
         assert_eq!(CompactTarget::from_target(t), CompactTarget(0x17034219));
         // Regtest limit.
         let t = CompactTarget(0x207fffff).to_target().unwrap();
-        assert_eq!(
-            t,
-            u256_hex("7fffff0000000000000000000000000000000000000000000000000000000000")
-        );
+        assert_eq!(t, u256_hex("7fffff0000000000000000000000000000000000000000000000000000000000"));
         assert_eq!(CompactTarget::from_target(t), CompactTarget(0x207fffff));
     }
 
     #[test]
     fn bitcoin_core_set_compact_cases() {
         // Small sizes drop low mantissa bytes.
-        assert_eq!(
-            CompactTarget(0x01123456).to_target(),
-            Ok(U256::from(0x12u8))
-        );
-        assert_eq!(
-            CompactTarget(0x02123456).to_target(),
-            Ok(U256::from(0x1234u16))
-        );
-        assert_eq!(
-            CompactTarget(0x03123456).to_target(),
-            Ok(U256::from(0x123456u32))
-        );
-        assert_eq!(
-            CompactTarget(0x04123456).to_target(),
-            Ok(U256::from(0x12345600u32))
-        );
-        assert_eq!(
-            CompactTarget(0x05009234).to_target(),
-            Ok(U256::from(0x92340000u32))
-        );
+        assert_eq!(CompactTarget(0x01123456).to_target(), Ok(U256::from(0x12u8)));
+        assert_eq!(CompactTarget(0x02123456).to_target(), Ok(U256::from(0x1234u16)));
+        assert_eq!(CompactTarget(0x03123456).to_target(), Ok(U256::from(0x123456u32)));
+        assert_eq!(CompactTarget(0x04123456).to_target(), Ok(U256::from(0x12345600u32)));
+        assert_eq!(CompactTarget(0x05009234).to_target(), Ok(U256::from(0x92340000u32)));
         // GetCompact of small values; 0x80 needs the extra byte.
-        assert_eq!(
-            CompactTarget::from_target(U256::from(0x12u8)),
-            CompactTarget(0x01120000)
-        );
-        assert_eq!(
-            CompactTarget::from_target(U256::from(0x80u8)),
-            CompactTarget(0x02008000)
-        );
-        assert_eq!(
-            CompactTarget::from_target(U256::from(0x1234u16)),
-            CompactTarget(0x02123400)
-        );
-        assert_eq!(
-            CompactTarget::from_target(U256::from(0x92340000u32)),
-            CompactTarget(0x05009234)
-        );
+        assert_eq!(CompactTarget::from_target(U256::from(0x12u8)), CompactTarget(0x01120000));
+        assert_eq!(CompactTarget::from_target(U256::from(0x80u8)), CompactTarget(0x02008000));
+        assert_eq!(CompactTarget::from_target(U256::from(0x1234u16)), CompactTarget(0x02123400));
+        assert_eq!(CompactTarget::from_target(U256::from(0x92340000u32)), CompactTarget(0x05009234));
         assert_eq!(CompactTarget::from_target(U256::ZERO), CompactTarget(0));
-        assert_eq!(
-            CompactTarget::from_target(U256::MAX),
-            CompactTarget(0x2100ffff)
-        );
+        assert_eq!(CompactTarget::from_target(U256::MAX), CompactTarget(0x2100ffff));
         assert_eq!(
             CompactTarget(0x2100ffff).to_target(),
-            Ok(u256_hex(
-                "ffff000000000000000000000000000000000000000000000000000000000000"
-            ))
+            Ok(u256_hex("ffff000000000000000000000000000000000000000000000000000000000000"))
         );
     }
 
     #[test]
     fn rejects_negative_overflow_zero() {
-        assert_eq!(
-            CompactTarget(0x04923456).to_target(),
-            Err(TargetError::Negative)
-        );
-        assert_eq!(
-            CompactTarget(0x01fedcba).to_target(),
-            Err(TargetError::Negative)
-        );
+        assert_eq!(CompactTarget(0x04923456).to_target(), Err(TargetError::Negative));
+        assert_eq!(CompactTarget(0x01fedcba).to_target(), Err(TargetError::Negative));
         // Sign bit with zero mantissa is zero, not negative.
-        assert_eq!(
-            CompactTarget(0x04800000).to_target(),
-            Err(TargetError::Zero)
-        );
+        assert_eq!(CompactTarget(0x04800000).to_target(), Err(TargetError::Zero));
         assert_eq!(CompactTarget(0).to_target(), Err(TargetError::Zero));
-        assert_eq!(
-            CompactTarget(0x00123456).to_target(),
-            Err(TargetError::Zero)
-        );
-        assert_eq!(
-            CompactTarget(0x01003456).to_target(),
-            Err(TargetError::Zero)
-        );
-        assert_eq!(
-            CompactTarget(0xff123456).to_target(),
-            Err(TargetError::Overflow)
-        );
-        assert_eq!(
-            CompactTarget(0x23000001).to_target(),
-            Err(TargetError::Overflow)
-        );
-        assert_eq!(
-            CompactTarget(0x22000100).to_target(),
-            Err(TargetError::Overflow)
-        );
-        assert_eq!(
-            CompactTarget(0x21010000).to_target(),
-            Err(TargetError::Overflow)
-        );
+        assert_eq!(CompactTarget(0x00123456).to_target(), Err(TargetError::Zero));
+        assert_eq!(CompactTarget(0x01003456).to_target(), Err(TargetError::Zero));
+        assert_eq!(CompactTarget(0xff123456).to_target(), Err(TargetError::Overflow));
+        assert_eq!(CompactTarget(0x23000001).to_target(), Err(TargetError::Overflow));
+        assert_eq!(CompactTarget(0x22000100).to_target(), Err(TargetError::Overflow));
+        assert_eq!(CompactTarget(0x21010000).to_target(), Err(TargetError::Overflow));
         // The largest values that still fit.
         assert!(CompactTarget(0x220000ff).to_target().is_ok());
         assert!(CompactTarget(0x2100ffff).to_target().is_ok());
         assert!(CompactTarget(0x207fffff).to_target().is_ok());
         // Zero mantissa with a huge exponent is zero, not overflow.
-        assert_eq!(
-            CompactTarget(0xff000000).to_target(),
-            Err(TargetError::Zero)
-        );
+        assert_eq!(CompactTarget(0xff000000).to_target(), Err(TargetError::Zero));
     }
 
     #[test]

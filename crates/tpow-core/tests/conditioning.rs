@@ -30,25 +30,14 @@ impl Runner {
     fn new(spec: ModelSpec, s: u32) -> Self {
         let model = Model::derive(&spec, &seed(s)).unwrap();
         let scratch = Scratch::new(&model);
-        Runner {
-            tokens: vec![0; spec.seq_len as usize],
-            model,
-            scratch,
-        }
+        Runner { tokens: vec![0; spec.seq_len as usize], model, scratch }
     }
     fn set_nonce(&mut self, nonce: u64) {
         input_tokens(&self.model.spec, &template(7), nonce, &mut self.tokens);
     }
     fn run(&mut self, ablation: Ablation, stats: Option<&mut Vec<LayerStats>>) -> Vec<i8> {
         let mut out = vec![0i8; self.model.spec.d_model as usize];
-        forward_with(
-            &self.model,
-            &self.tokens,
-            &mut self.scratch,
-            &mut out,
-            ablation,
-            stats,
-        );
+        forward_with(&self.model, &self.tokens, &mut self.scratch, &mut out, ablation, stats);
         out
     }
 }
@@ -58,10 +47,7 @@ fn distinct_outputs(spec: ModelSpec, nonces: u64) {
     let mut seen = HashSet::new();
     for n in 0..nonces {
         r.set_nonce(n);
-        assert!(
-            seen.insert(r.run(Ablation::None, None)),
-            "nonce {n} repeats an output"
-        );
+        assert!(seen.insert(r.run(Ablation::None, None)), "nonce {n} repeats an output");
     }
 }
 
@@ -96,10 +82,7 @@ fn every_part_matters(spec: ModelSpec, seeds: u32, nonces: u64) {
         }
     }
     // "Essentially every nonce": not a single ablation may go unnoticed.
-    assert_eq!(
-        unchanged, 0,
-        "{unchanged} of {total} ablations changed nothing"
-    );
+    assert_eq!(unchanged, 0, "{unchanged} of {total} ablations changed nothing");
 }
 
 #[test]
@@ -121,11 +104,7 @@ fn every_token_matters(spec: ModelSpec, nonces: u64) {
         for pos in [0, s / 2, s - 1] {
             let saved = r.tokens[pos];
             r.tokens[pos] = (saved + 1) % spec.vocab as u16;
-            assert_ne!(
-                r.run(Ablation::None, None),
-                full,
-                "nonce {n}: token {pos} did not matter"
-            );
+            assert_ne!(r.run(Ablation::None, None), full, "nonce {n}: token {pos} did not matter");
             r.tokens[pos] = saved;
         }
     }
@@ -172,26 +151,10 @@ fn activations_are_well_scaled(spec: ModelSpec, nonces: u64) {
         let zero = t.act_zero as f64 / t.act_values as f64;
         let rms = (t.residual_sum_sq / t.residual_values as f64).sqrt();
         let rclip = t.residual_clipped as f64 / t.residual_values as f64;
-        eprintln!(
-            "{l:5} | {:11.4}% | {:8.2}% | {rms:12.1} | {:15.5}%",
-            clipped * 100.0,
-            zero * 100.0,
-            rclip * 100.0
-        );
-        assert!(
-            clipped < 0.01,
-            "layer {l}: {:.3}% of int8 activations saturate",
-            clipped * 100.0
-        );
-        assert!(
-            zero < 0.35,
-            "layer {l}: {:.1}% of int8 activations are zero",
-            zero * 100.0
-        );
-        assert!(
-            (100.0..8000.0).contains(&rms),
-            "layer {l}: residual rms {rms}"
-        );
+        eprintln!("{l:5} | {:11.4}% | {:8.2}% | {rms:12.1} | {:15.5}%", clipped * 100.0, zero * 100.0, rclip * 100.0);
+        assert!(clipped < 0.01, "layer {l}: {:.3}% of int8 activations saturate", clipped * 100.0);
+        assert!(zero < 0.35, "layer {l}: {:.1}% of int8 activations are zero", zero * 100.0);
+        assert!((100.0..8000.0).contains(&rms), "layer {l}: residual rms {rms}");
         assert!(rclip < 1e-4, "layer {l}: residual saturates");
     }
     let n_out = (nonces * spec.d_model as u64) as f64;

@@ -17,17 +17,19 @@ fn arb_header() -> impl Strategy<Value = Header> {
         any::<u64>(),
         any::<[u8; 32]>(),
     )
-        .prop_map(|(height, prev_id, timestamp_ms, bits, body_root, mmr_root, miner_key, nonce, output_digest)| Header {
-            version: VERSION,
-            height,
-            prev_id,
-            timestamp_ms,
-            bits: CompactTarget(bits),
-            body_root,
-            mmr_root,
-            miner_key,
-            nonce,
-            output_digest,
+        .prop_map(|(height, prev_id, timestamp_ms, bits, body_root, mmr_root, miner_key, nonce, output_digest)| {
+            Header {
+                version: VERSION,
+                height,
+                prev_id,
+                timestamp_ms,
+                bits: CompactTarget(bits),
+                body_root,
+                mmr_root,
+                miner_key,
+                nonce,
+                output_digest,
+            }
         })
 }
 

@@ -58,9 +58,7 @@ struct VectorFile {
 }
 
 fn vector_path(chain: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/vectors")
-        .join(format!("{chain}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors").join(format!("{chain}.json"))
 }
 
 fn bytes_of(v: &[i8]) -> Vec<u8> {
@@ -73,11 +71,8 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
     let mut cases = Vec::new();
     for s in 0..n_seeds {
         // Seeds: the genesis id, then hashes standing in for later block ids.
-        let prev_id = if s == 0 {
-            genesis.id()
-        } else {
-            *blake3::hash(format!("tpow vector seed {s}").as_bytes()).as_bytes()
-        };
+        let prev_id =
+            if s == 0 { genesis.id() } else { *blake3::hash(format!("tpow vector seed {s}").as_bytes()).as_bytes() };
         let model = Model::derive(&spec, &prev_id).expect("valid spec");
         let mut template = [0u8; 152];
         for (i, b) in template.iter_mut().enumerate() {
@@ -98,11 +93,7 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
         for (layer, kind) in kinds {
             let mut w = [0i8; 32];
             derive_tensor(&prev_id, &spec, layer, kind, &mut w);
-            weights.push(TensorHead {
-                layer,
-                kind: kind as u32,
-                first_bytes: hex::encode(bytes_of(&w)),
-            });
+            weights.push(TensorHead { layer, kind: kind as u32, first_bytes: hex::encode(bytes_of(&w)) });
         }
         let mut solver = Solver::new(&model);
         for &nonce in nonces {
@@ -116,11 +107,7 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
                 nonce,
                 weights: weights
                     .iter()
-                    .map(|w| TensorHead {
-                        layer: w.layer,
-                        kind: w.kind,
-                        first_bytes: w.first_bytes.clone(),
-                    })
+                    .map(|w| TensorHead { layer: w.layer, kind: w.kind, first_bytes: w.first_bytes.clone() })
                     .collect(),
                 tokens,
                 output: hex::encode(output),

@@ -3,6 +3,24 @@
 //! Integer sums are exact, so every kernel here returns the same bits as the
 //! scalar loop as long as no partial sum overflows i32, which the forward pass's
 //! bounds rule out (|sum| <= 4096 · 127 · 128 < 2^31).
+//!
+//! The SIMD kernels (x86_64 with `std` only, chosen at run time) share one packed
+//! weight layout, [`Matrix::packed`]: the output rows are cut into blocks of 16;
+//! block `nb` holds `cols / 4` groups of 64 bytes, group `kg` being, for each of the
+//! 16 outputs `j` in turn, the 4 weights `w[16 nb + j][4 kg .. 4 kg + 4]` offset by
+//! +128 as unsigned bytes. The kernels thus compute `Σ_k (w + 128) · x` and subtract
+//! `128 · Σ_k x` (one sum per input row), which is `Σ_k w · x` exactly; the offset
+//! is what AVX-512 VNNI's `vpdpbusd` (unsigned × signed bytes) needs. Intermediate
+//! sums wrap modulo 2^32 like the final one, so results are bit-identical to the
+//! scalar loop whenever the true result fits in i32.
+//!
+//! - AVX-512 VNNI: one 64-byte load feeds one `vpdpbusd` for 16 outputs × 4 inputs,
+//!   with the 4 activation bytes broadcast; 6 input rows × 4 blocks per register tile.
+//! - AVX2: 16 bytes (4 outputs × 4 inputs) are zero-extended to i16 and multiplied
+//!   with `vpmaddwd` by the 4 activations (as i16) broadcast; the two partial sums
+//!   per output are added at the end; 6 input rows × 8 outputs per register tile.
+
+use alloc::vec::Vec;
 
 use crate::model::Matrix;
 
@@ -11,11 +29,29 @@ use crate::model::Matrix;
 pub enum Backend {
     /// Portable loops (the reference; also what wasm32 runs).
     Scalar,
+    /// AVX2 kernels on packed weights, and SIMD attention. Falls back to the scalar
+    /// loop on a CPU without avx2 or for a matrix without [`Matrix::packed`].
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    Avx2,
+    /// AVX-512 VNNI (`vpdpbusd`) kernels on packed weights, and SIMD attention.
+    /// Falls back to the scalar loop on a CPU without avx512f, avx512bw and
+    /// avx512vnni, or for a matrix without [`Matrix::packed`].
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    Avx512Vnni,
 }
 
 impl Backend {
     /// The fastest backend this CPU supports.
     pub fn detect() -> Self {
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        {
+            if x86::has_vnni() {
+                return Backend::Avx512Vnni;
+            }
+            if x86::has_avx2() {
+                return Backend::Avx2;
+            }
+        }
         Backend::Scalar
     }
 
@@ -23,6 +59,88 @@ impl Backend {
     pub fn matmul(self, x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
         match self {
             Backend::Scalar => matmul_scalar(x, rows, w, out),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 => {
+                if x86::has_avx2() && x86::packed_ok(w) {
+                    assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
+                    // SAFETY: avx2 is present, the packed layout matches `w`, and the
+                    // slice lengths were checked.
+                    unsafe { x86::matmul_avx2(x, rows, w, out) }
+                } else {
+                    matmul_scalar(x, rows, w, out)
+                }
+            }
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni => {
+                if x86::has_vnni() && x86::packed_ok(w) {
+                    assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
+                    // SAFETY: the CPU features are present, the packed layout matches
+                    // `w`, and the slice lengths were checked.
+                    unsafe { x86::matmul_vnni(x, rows, w, out) }
+                } else {
+                    matmul_scalar(x, rows, w, out)
+                }
+            }
+        }
+    }
+
+    /// The weights of a `rows x cols` matrix (row-major `data`) laid out for this
+    /// backend's kernels (the layout in the module docs, the same for every SIMD
+    /// backend), or an empty vector when it needs none (the scalar loop, or a shape
+    /// that is not a multiple of 16 rows and 4 columns). Stored in [`Matrix::packed`].
+    pub fn pack(self, rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
+        assert_eq!(data.len(), rows * cols, "data must hold rows * cols weights");
+        match self {
+            Backend::Scalar => Vec::new(),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 | Backend::Avx512Vnni => x86::pack(rows, cols, data),
+        }
+    }
+
+    /// Causal multi-head attention (heads of width `hd`, model width `d`) for the
+    /// query positions `first..s`, with SIMD kernels: writes `att[i * d..(i + 1) * d]`
+    /// for those `i`, exactly the values of the scalar loop in the forward pass
+    /// (scores, softmax, p · v, requantisation; no statistics). `q`, `k` and `v` hold
+    /// `s` rows of `d` values (only rows `first..s` of `q` are read).
+    ///
+    /// Returns `false`, touching nothing, when this backend has no such kernel (the
+    /// scalar backend, a CPU without the features, or `hd % 16 != 0`): the caller then
+    /// runs the scalar loop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        self,
+        hd: usize,
+        d: usize,
+        first: usize,
+        s: usize,
+        q: &[i8],
+        k: &[i8],
+        v: &[i8],
+        att: &mut [i8],
+    ) -> bool {
+        let _ = (hd, d, first, s, q, k, v, &att);
+        match self {
+            Backend::Scalar => false,
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 => {
+                if !x86::has_avx2() || !hd.is_multiple_of(16) || !d.is_multiple_of(hd) || first >= s {
+                    return false;
+                }
+                assert!(q.len() >= s * d && k.len() >= s * d && v.len() >= s * d && att.len() >= s * d);
+                // SAFETY: avx2 checked above; lengths asserted.
+                unsafe { x86::attention_avx2(hd, d, first, s, q, k, v, att) };
+                true
+            }
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni => {
+                if !x86::has_vnni() || !hd.is_multiple_of(16) || !d.is_multiple_of(hd) || first >= s {
+                    return false;
+                }
+                assert!(q.len() >= s * d && k.len() >= s * d && v.len() >= s * d && att.len() >= s * d);
+                // SAFETY: features checked above; lengths asserted.
+                unsafe { x86::attention::attention(hd, d, first, s, q, k, v, att) };
+                true
+            }
         }
     }
 }
@@ -31,6 +149,10 @@ impl Backend {
 pub fn simd_backend_name() -> &'static str {
     match Backend::detect() {
         Backend::Scalar => "scalar",
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        Backend::Avx2 => "avx2",
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        Backend::Avx512Vnni => "avx512-vnni",
     }
 }
 
@@ -49,4 +171,780 @@ fn matmul_scalar(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
 #[inline]
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// Input rows whose sums the SIMD drivers keep on the stack at a time.
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+const ROW_CHUNK: usize = 256;
+
+/// Σ_k x for one input row (the offset correction).
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[inline(always)]
+fn row_sum(x: &[i8]) -> i32 {
+    x.iter().map(|&v| v as i32).sum()
+}
+
+/// The AVX-512 VNNI matrix kernel, written once and expanded twice: in `x86` with
+/// the real intrinsics, and in the tests with a portable emulation of them (so the
+/// kernel's logic is checked on machines without AVX-512). The expanding module
+/// provides the intrinsics and a `simd!` macro that adds the target features.
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+macro_rules! vnni_matmul_kernel {
+    () => {
+        simd! {
+            /// Callers guarantee the CPU features, `packed_ok(w)`,
+            /// `x.len() >= rows * w.cols` and `out.len() >= rows * w.rows`.
+            pub(crate) unsafe fn matmul_vnni(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
+                const ROWS: usize = 6;
+                const COLS: usize = 4;
+                let (n, k) = (w.rows, w.cols);
+                let nblocks = n / 16;
+                let mut sums = [0i32; $crate::forward::matmul::ROW_CHUNK];
+                let mut r0 = 0;
+                while r0 < rows {
+                    let rc = (rows - r0).min(sums.len());
+                    for (r, sum) in sums[..rc].iter_mut().enumerate() {
+                        *sum = $crate::forward::matmul::row_sum(&x[(r0 + r) * k..(r0 + r + 1) * k]);
+                    }
+                    let mut nb = 0;
+                    while nb < nblocks {
+                        let c = (nblocks - nb).min(COLS);
+                        let wp = w.packed.as_ptr().add(nb * 16 * k);
+                        let mut r = 0;
+                        while r < rc {
+                            let rr = (rc - r).min(ROWS);
+                            let xp = x.as_ptr().add((r0 + r) * k);
+                            let op = out.as_mut_ptr().add((r0 + r) * n + nb * 16);
+                            let sp = sums.as_ptr().add(r);
+                            match (rr, c) {
+                                (1, 1) => block_vnni::<1, 1>(xp, k, wp, op, n, sp),
+                                (1, 2) => block_vnni::<1, 2>(xp, k, wp, op, n, sp),
+                                (1, 3) => block_vnni::<1, 3>(xp, k, wp, op, n, sp),
+                                (1, 4) => block_vnni::<1, 4>(xp, k, wp, op, n, sp),
+                                (2, 1) => block_vnni::<2, 1>(xp, k, wp, op, n, sp),
+                                (2, 2) => block_vnni::<2, 2>(xp, k, wp, op, n, sp),
+                                (2, 3) => block_vnni::<2, 3>(xp, k, wp, op, n, sp),
+                                (2, 4) => block_vnni::<2, 4>(xp, k, wp, op, n, sp),
+                                (3, 1) => block_vnni::<3, 1>(xp, k, wp, op, n, sp),
+                                (3, 2) => block_vnni::<3, 2>(xp, k, wp, op, n, sp),
+                                (3, 3) => block_vnni::<3, 3>(xp, k, wp, op, n, sp),
+                                (3, 4) => block_vnni::<3, 4>(xp, k, wp, op, n, sp),
+                                (4, 1) => block_vnni::<4, 1>(xp, k, wp, op, n, sp),
+                                (4, 2) => block_vnni::<4, 2>(xp, k, wp, op, n, sp),
+                                (4, 3) => block_vnni::<4, 3>(xp, k, wp, op, n, sp),
+                                (4, 4) => block_vnni::<4, 4>(xp, k, wp, op, n, sp),
+                                (5, 1) => block_vnni::<5, 1>(xp, k, wp, op, n, sp),
+                                (5, 2) => block_vnni::<5, 2>(xp, k, wp, op, n, sp),
+                                (5, 3) => block_vnni::<5, 3>(xp, k, wp, op, n, sp),
+                                (5, 4) => block_vnni::<5, 4>(xp, k, wp, op, n, sp),
+                                (6, 1) => block_vnni::<6, 1>(xp, k, wp, op, n, sp),
+                                (6, 2) => block_vnni::<6, 2>(xp, k, wp, op, n, sp),
+                                (6, 3) => block_vnni::<6, 3>(xp, k, wp, op, n, sp),
+                                _ => block_vnni::<6, 4>(xp, k, wp, op, n, sp),
+                            }
+                            r += rr;
+                        }
+                        nb += c;
+                    }
+                    r0 += rc;
+                }
+            }
+
+            /// `R` input rows times `C` blocks of 16 outputs over the whole `k`.
+            #[inline]
+            unsafe fn block_vnni<const R: usize, const C: usize>(
+                x: *const i8,
+                k: usize,
+                wp: *const u8,
+                out: *mut i32,
+                n: usize,
+                sums: *const i32,
+            ) {
+                let mut acc = [[_mm512_setzero_si512(); C]; R];
+                let bstride = k * 16;
+                let mut kk = 0;
+                while kk < k {
+                    let mut wv = [_mm512_setzero_si512(); C];
+                    for (c, wc) in wv.iter_mut().enumerate() {
+                        *wc = _mm512_loadu_si512(wp.add(c * bstride + kk * 16).cast());
+                    }
+                    for (r, ar) in acc.iter_mut().enumerate() {
+                        let xb = _mm512_set1_epi32(x.add(r * k + kk).cast::<i32>().read_unaligned());
+                        for (c, a) in ar.iter_mut().enumerate() {
+                            *a = _mm512_dpbusd_epi32(*a, wv[c], xb);
+                        }
+                    }
+                    kk += 4;
+                }
+                for (r, ar) in acc.iter().enumerate() {
+                    let corr = _mm512_set1_epi32((*sums.add(r)).wrapping_mul(128));
+                    for (c, a) in ar.iter().enumerate() {
+                        _mm512_storeu_si512(out.add(r * n + c * 16).cast(), _mm512_sub_epi32(*a, corr));
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+mod x86 {
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::arch::x86_64::*;
+    use std::cell::Cell;
+
+    use super::{row_sum, ROW_CHUNK};
+    use crate::model::Matrix;
+
+    macro_rules! simd {
+        ($($i:item)*) => { $( #[target_feature(enable = "avx512f,avx512bw,avx512vnni")] $i )* };
+    }
+
+    vnni_matmul_kernel!();
+
+    /// Causal attention with AVX-512 VNNI (see `attention_simd.rs`).
+    pub(super) mod attention {
+        use super::*;
+        include!("attention_simd.rs");
+    }
+
+    pub(super) fn has_vnni() -> bool {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+
+    pub(super) fn has_avx2() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    fn shape_ok(rows: usize, cols: usize) -> bool {
+        rows.is_multiple_of(16) && cols.is_multiple_of(4) && rows > 0 && cols > 0
+    }
+
+    /// `w.packed` holds the layout of the module docs.
+    pub(super) fn packed_ok(w: &Matrix) -> bool {
+        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * w.cols
+    }
+
+    pub(super) fn pack(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
+        if !shape_ok(rows, cols) {
+            return Vec::new();
+        }
+        let mut p = vec![0u8; rows * cols];
+        let groups = cols / 4;
+        for (j, wr) in data.chunks_exact(cols).enumerate() {
+            let (nb, jj) = (j / 16, j % 16);
+            for kg in 0..groups {
+                let dst = (nb * groups + kg) * 64 + jj * 4;
+                for t in 0..4 {
+                    p[dst + t] = (wr[kg * 4 + t] as u8) ^ 0x80;
+                }
+            }
+        }
+        p
+    }
+
+    std::thread_local! {
+        /// The activations as i16, reused across calls so the hot loop never allocates.
+        static X16: Cell<Vec<i16>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// Callers guarantee avx2, `packed_ok(w)`, `x.len() >= rows * w.cols` and
+    /// `out.len() >= rows * w.rows`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn matmul_avx2(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
+        let (n, k) = (w.rows, w.cols);
+        let mut x16 = X16.take();
+        x16.clear();
+        x16.extend(x[..rows * k].iter().map(|&v| v as i16));
+        let mut sums = [0i32; ROW_CHUNK];
+        let mut r0 = 0;
+        while r0 < rows {
+            let rc = (rows - r0).min(ROW_CHUNK);
+            for (r, sum) in sums[..rc].iter_mut().enumerate() {
+                *sum = row_sum(&x[(r0 + r) * k..(r0 + r + 1) * k]);
+            }
+            // Panels of 8 outputs: half of a 16-output block.
+            for panel in 0..n / 8 {
+                let wp = w.packed.as_ptr().add((panel / 2) * 16 * k + (panel % 2) * 32);
+                let mut r = 0;
+                while r < rc {
+                    let rr = (rc - r).min(AVX2_ROWS);
+                    let xp = x16.as_ptr().add((r0 + r) * k);
+                    let op = out.as_mut_ptr().add((r0 + r) * n + panel * 8);
+                    let sp = sums.as_ptr().add(r);
+                    tile_avx2(rr, xp, k, k, wp, op, n, sp);
+                    r += rr;
+                }
+            }
+            r0 += rc;
+        }
+        X16.set(x16);
+    }
+
+    /// Causal attention with AVX2, built on the matrix tile [`block_avx2`]: per head,
+    /// the scores are `Q_h · K_hᵀ` with the keys packed like weights (keys as
+    /// outputs), the softmax runs on 8 lanes with the scalar loop's integer steps, and
+    /// the output is `P · V_h` with `V_hᵀ` packed like weights (channels as outputs,
+    /// keys as inputs). Bit-identical to the scalar loop in `forward::attention`.
+    ///
+    /// Callers guarantee avx2, `hd % 16 == 0`, `d % hd == 0`, `first < s` and `q`, `k`,
+    /// `v`, `att` at least `s * d` long.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn attention_avx2(
+        hd: usize,
+        d: usize,
+        first: usize,
+        s: usize,
+        q: &[i8],
+        k: &[i8],
+        v: &[i8],
+        att: &mut [i8],
+    ) {
+        use crate::forward::ops::{clamp_i8, round_shift, score_shift, PROB_BITS};
+        let n_heads = d / hd;
+        let sh = score_shift(hd) as i32;
+        // Keys padded to whole packed blocks of 16.
+        let sp = s.div_ceil(16) * 16;
+        let nq = s - first;
+        let (kgroups, vgroups) = (hd / 4, sp / 4);
+        let mut kp = vec![0u8; sp * hd]; // K_h: sp x hd, packed
+        let mut vp = vec![0u8; hd * sp]; // V_hᵀ: hd x sp, packed
+        let mut q16 = vec![0i16; nq * hd];
+        let mut qsum = vec![0i32; nq];
+        let mut sc = vec![0i32; AVX2_ROWS * sp];
+        let mut p16 = vec![0i16; AVX2_ROWS * sp];
+        let mut psum = [0i32; AVX2_ROWS];
+        let mut acc = vec![0i32; AVX2_ROWS * hd];
+        for h in 0..n_heads {
+            let off = h * hd;
+            for j in 0..s {
+                let row = k.as_ptr().add(j * d + off);
+                let dst = kp.as_mut_ptr().add((j / 16) * kgroups * 64 + (j % 16) * 4);
+                for g in 0..kgroups {
+                    let w = row.add(g * 4).cast::<u32>().read_unaligned() ^ 0x8080_8080;
+                    dst.add(g * 64).cast::<u32>().write_unaligned(w);
+                }
+            }
+            // vp[(c / 16) * vgroups * 64 + (j / 4) * 64 + (c % 16) * 4 + j % 4] =
+            // v[j][off + c] + 128, 4 keys x 16 channels at a time by byte interleaving.
+            // Keys past s get value bytes 0x80; their probabilities are 0.
+            let bias = _mm_set1_epi8(-128);
+            for b in 0..hd / 16 {
+                for jg in 0..s.div_ceil(4) {
+                    let row = |j: usize| {
+                        if j < s {
+                            _mm_loadu_si128(v.as_ptr().add(j * d + off + b * 16).cast())
+                        } else {
+                            _mm_setzero_si128()
+                        }
+                    };
+                    let (r0, r1, r2, r3) = (row(4 * jg), row(4 * jg + 1), row(4 * jg + 2), row(4 * jg + 3));
+                    let (lo01, hi01) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+                    let (lo23, hi23) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+                    let dst = vp.as_mut_ptr().add((b * vgroups + jg) * 64);
+                    for (t, x) in [
+                        _mm_unpacklo_epi16(lo01, lo23),
+                        _mm_unpackhi_epi16(lo01, lo23),
+                        _mm_unpacklo_epi16(hi01, hi23),
+                        _mm_unpackhi_epi16(hi01, hi23),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        _mm_storeu_si128(dst.add(16 * t).cast(), _mm_xor_si128(x, bias));
+                    }
+                }
+            }
+            for (t, i) in (first..s).enumerate() {
+                let mut sum = 0;
+                for (dst, &x) in q16[t * hd..][..hd].iter_mut().zip(&q[i * d + off..][..hd]) {
+                    *dst = x as i16;
+                    sum += x as i32;
+                }
+                qsum[t] = sum;
+            }
+            let mut i0 = first;
+            while i0 < s {
+                let rr = (s - i0).min(AVX2_ROWS);
+                let t0 = i0 - first;
+                let last = i0 + rr - 1;
+                // Scores of keys 0..=last, 8 keys per panel.
+                for panel in 0..(last + 1).div_ceil(8) {
+                    let wp = kp.as_ptr().add((panel / 2) * 16 * hd + (panel % 2) * 32);
+                    let op = sc.as_mut_ptr().add(panel * 8);
+                    tile_avx2(rr, q16.as_ptr().add(t0 * hd), hd, hd, wp, op, sp, qsum.as_ptr().add(t0));
+                }
+                let klen = (last + 1).div_ceil(4) * 4;
+                for (r, ps) in psum[..rr].iter_mut().enumerate() {
+                    *ps = softmax_avx2(&mut sc[r * sp..][..sp], i0 + r + 1, sh, klen, &mut p16[r * sp..][..sp]);
+                }
+                for panel in 0..hd / 8 {
+                    let wp = vp.as_ptr().add((panel / 2) * 16 * sp + (panel % 2) * 32);
+                    tile_avx2(rr, p16.as_ptr(), sp, klen, wp, acc.as_mut_ptr().add(panel * 8), hd, psum.as_ptr());
+                }
+                for r in 0..rr {
+                    let out = &mut att[(i0 + r) * d + off..][..hd];
+                    for (o, &a) in out.iter_mut().zip(&acc[r * hd..][..hd]) {
+                        *o = clamp_i8(round_shift(a, PROB_BITS));
+                    }
+                }
+                i0 += rr;
+            }
+        }
+    }
+
+    /// The softmax of `forward::attention` on the first `n` scores of `s`: writes the
+    /// Q7 probabilities to `p[..n]`, zeros to `p[n..klen]`, and returns their sum.
+    /// `s` and `p` hold at least `klen` rounded up to 8 entries; `s` is overwritten.
+    #[target_feature(enable = "avx2")]
+    unsafe fn softmax_avx2(s: &mut [i32], n: usize, sh: i32, klen: usize, p: &mut [i16]) -> i32 {
+        use crate::forward::ops::POW2_FRAC;
+        let max = s[..n].iter().copied().max().unwrap_or(0);
+        let vmax = _mm256_set1_epi32(max);
+        let shift = _mm256_set1_epi32(sh);
+        let tab_lo = _mm256_loadu_si256(POW2_FRAC.as_ptr().cast());
+        let tab_hi = _mm256_loadu_si256(POW2_FRAC.as_ptr().add(8).cast());
+        let (seven, fifteen) = (_mm256_set1_epi32(7), _mm256_set1_epi32(15));
+        let vn = _mm256_set1_epi32(n as i32);
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let chunks = klen.div_ceil(8);
+        // w_j = exp2_weight((max - s_j) >> sh): t >= 0 on valid lanes, and for
+        // t >= 256 the shift t >> 4 >= 16 clears every table entry (< 2^16).
+        let mut vsum = _mm256_setzero_si256();
+        for c in 0..chunks {
+            let ptr = s.as_mut_ptr().add(c * 8);
+            let t = _mm256_srav_epi32(_mm256_sub_epi32(vmax, _mm256_loadu_si256(ptr.cast())), shift);
+            let idx = _mm256_and_si256(t, fifteen);
+            let frac = _mm256_blendv_epi8(
+                _mm256_permutevar8x32_epi32(tab_lo, idx),
+                _mm256_permutevar8x32_epi32(tab_hi, idx),
+                _mm256_cmpgt_epi32(idx, seven),
+            );
+            let w = _mm256_srlv_epi32(frac, _mm256_srli_epi32::<4>(t));
+            let valid = _mm256_cmpgt_epi32(vn, _mm256_add_epi32(iota, _mm256_set1_epi32((c * 8) as i32)));
+            let w = _mm256_and_si256(w, valid);
+            _mm256_storeu_si256(ptr.cast(), w);
+            vsum = _mm256_add_epi32(vsum, w);
+        }
+        let r = _mm256_set1_epi32(((1u32 << 30) / hsum(vsum) as u32) as i32);
+        let (round, cap) = (_mm256_set1_epi32(1 << 22), _mm256_set1_epi32(127));
+        // p_j = min((w_j · r + 2^22) >> 23, 127); masked lanes give 0.
+        let mut psum = _mm256_setzero_si256();
+        for c in 0..chunks {
+            let w = _mm256_loadu_si256(s.as_ptr().add(c * 8).cast());
+            let pv = _mm256_srai_epi32::<23>(_mm256_add_epi32(_mm256_mullo_epi32(w, r), round));
+            let pv = _mm256_min_epi32(pv, cap);
+            psum = _mm256_add_epi32(psum, pv);
+            let packed = _mm256_permute4x64_epi64::<0x08>(_mm256_packs_epi32(pv, pv));
+            _mm_storeu_si128(p.as_mut_ptr().add(c * 8).cast(), _mm256_castsi256_si128(packed));
+        }
+        hsum(psum)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn hsum(v: __m256i) -> i32 {
+        let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0x4E>(x));
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0xB1>(x));
+        _mm_cvtsi128_si32(x)
+    }
+
+    /// Input rows per AVX2 register tile.
+    const AVX2_ROWS: usize = 6;
+
+    /// [`block_avx2`] for `rr` (1..=6) rows.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_avx2(
+        rr: usize,
+        x: *const i16,
+        xs: usize,
+        k: usize,
+        wp: *const u8,
+        out: *mut i32,
+        n: usize,
+        sums: *const i32,
+    ) {
+        match rr {
+            1 => block_avx2::<1>(x, xs, k, wp, out, n, sums),
+            2 => block_avx2::<2>(x, xs, k, wp, out, n, sums),
+            3 => block_avx2::<3>(x, xs, k, wp, out, n, sums),
+            4 => block_avx2::<4>(x, xs, k, wp, out, n, sums),
+            5 => block_avx2::<5>(x, xs, k, wp, out, n, sums),
+            _ => block_avx2::<6>(x, xs, k, wp, out, n, sums),
+        }
+    }
+
+    /// `out[r * n + j] = Σ_{kk < k} x[r * xs + kk] · w[j][kk]` for `R` input rows
+    /// (as i16, row stride `xs`) and 8 outputs `j`, where `wp` points at the first
+    /// 32-byte half group of a packed block (outputs 0..4 in bytes 0..16, 4..8 in
+    /// 16..32) and `sums[r]` is `Σ_{kk < k} x[r * xs + kk]`. `k % 4 == 0`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn block_avx2<const R: usize>(
+        x: *const i16,
+        xs: usize,
+        k: usize,
+        wp: *const u8,
+        out: *mut i32,
+        n: usize,
+        sums: *const i32,
+    ) {
+        // Lane 2m of acc[r][h] sums inputs 4t, 4t+1 of output 4h + m; lane 2m + 1 the
+        // inputs 4t + 2, 4t + 3.
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let mut kk = 0;
+        while kk < k {
+            let g = wp.add(kk * 16);
+            let w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(g.cast()));
+            let w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(g.add(16).cast()));
+            for (r, ar) in acc.iter_mut().enumerate() {
+                let xb = _mm256_set1_epi64x(x.add(r * xs + kk).cast::<i64>().read_unaligned());
+                ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(w0, xb));
+                ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(w1, xb));
+            }
+            kk += 4;
+        }
+        for (r, ar) in acc.iter().enumerate() {
+            // hadd gives outputs [0 1 4 5 | 2 3 6 7]; reorder the 64-bit pairs.
+            let s = _mm256_permute4x64_epi64::<0xD8>(_mm256_hadd_epi32(ar[0], ar[1]));
+            let corr = _mm256_set1_epi32((*sums.add(r)).wrapping_mul(128));
+            _mm256_storeu_si256(out.add(r * n).cast(), _mm256_sub_epi32(s, corr));
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64", feature = "std"))]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// Portable emulation of the AVX-512 intrinsics the VNNI kernels use, following
+    /// Intel's definitions, so that the kernels' logic (layouts, offsets, masks,
+    /// softmax steps) is tested on every x86_64 machine, AVX-512 or not.
+    #[allow(non_camel_case_types, dead_code, clippy::missing_safety_doc)]
+    mod emu {
+        pub use core::arch::x86_64::{
+            __m128i, _mm_loadu_si128, _mm_setzero_si128, _mm_storeu_si128, _mm_unpackhi_epi16, _mm_unpackhi_epi8,
+            _mm_unpacklo_epi16, _mm_unpacklo_epi8,
+        };
+
+        use crate::model::Matrix;
+
+        #[derive(Clone, Copy, Debug)]
+        #[repr(C, align(64))]
+        pub struct __m512i([i32; 16]);
+        pub type __mmask16 = u16;
+
+        fn map(a: __m512i, f: impl Fn(i32) -> i32) -> __m512i {
+            __m512i(a.0.map(f))
+        }
+        fn zip(a: __m512i, b: __m512i, f: impl Fn(i32, i32) -> i32) -> __m512i {
+            __m512i(core::array::from_fn(|i| f(a.0[i], b.0[i])))
+        }
+        pub fn _mm512_setzero_si512() -> __m512i {
+            __m512i([0; 16])
+        }
+        pub fn _mm512_set1_epi32(v: i32) -> __m512i {
+            __m512i([v; 16])
+        }
+        pub unsafe fn _mm512_loadu_si512(p: *const __m512i) -> __m512i {
+            p.read_unaligned()
+        }
+        pub unsafe fn _mm512_storeu_si512(p: *mut __m512i, a: __m512i) {
+            p.write_unaligned(a)
+        }
+        /// Per lane: src + Σ of 4 products of unsigned bytes of `a` by signed bytes of `b`.
+        pub fn _mm512_dpbusd_epi32(src: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            __m512i(core::array::from_fn(|i| {
+                let (x, y) = (a.0[i].to_le_bytes(), b.0[i].to_le_bytes());
+                (0..4).fold(src.0[i], |acc, t| acc.wrapping_add(x[t] as i32 * y[t] as i8 as i32))
+            }))
+        }
+        pub fn _mm512_add_epi32(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, i32::wrapping_add)
+        }
+        pub fn _mm512_sub_epi32(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, i32::wrapping_sub)
+        }
+        pub fn _mm512_mullo_epi32(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, i32::wrapping_mul)
+        }
+        pub fn _mm512_min_epi32(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, i32::min)
+        }
+        pub fn _mm512_max_epi32(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, i32::max)
+        }
+        pub fn _mm512_and_si512(a: __m512i, b: __m512i) -> __m512i {
+            zip(a, b, |x, y| x & y)
+        }
+        /// Arithmetic shift by per-lane counts; counts above 31 fill with the sign.
+        pub fn _mm512_srav_epi32(a: __m512i, c: __m512i) -> __m512i {
+            zip(a, c, |x, n| if n as u32 > 31 { x >> 31 } else { x >> n })
+        }
+        /// Logical shift by per-lane counts; counts above 31 give 0.
+        pub fn _mm512_srlv_epi32(a: __m512i, c: __m512i) -> __m512i {
+            zip(a, c, |x, n| if n as u32 > 31 { 0 } else { ((x as u32) >> n) as i32 })
+        }
+        pub fn _mm512_srli_epi32<const IMM8: u32>(a: __m512i) -> __m512i {
+            map(a, |x| if IMM8 > 31 { 0 } else { ((x as u32) >> IMM8) as i32 })
+        }
+        pub fn _mm512_srai_epi32<const IMM8: u32>(a: __m512i) -> __m512i {
+            map(a, |x| if IMM8 > 31 { x >> 31 } else { x >> IMM8 })
+        }
+        pub fn _mm512_permutexvar_epi32(idx: __m512i, a: __m512i) -> __m512i {
+            __m512i(core::array::from_fn(|i| a.0[(idx.0[i] & 15) as usize]))
+        }
+        pub fn _mm512_mask_max_epi32(src: __m512i, k: __mmask16, a: __m512i, b: __m512i) -> __m512i {
+            __m512i(core::array::from_fn(|i| if k >> i & 1 == 1 { a.0[i].max(b.0[i]) } else { src.0[i] }))
+        }
+        pub fn _mm512_maskz_mov_epi32(k: __mmask16, a: __m512i) -> __m512i {
+            __m512i(core::array::from_fn(|i| if k >> i & 1 == 1 { a.0[i] } else { 0 }))
+        }
+        pub fn _mm512_reduce_max_epi32(a: __m512i) -> i32 {
+            a.0.into_iter().max().unwrap()
+        }
+        pub fn _mm512_reduce_add_epi32(a: __m512i) -> i32 {
+            a.0.into_iter().fold(0, i32::wrapping_add)
+        }
+        /// Truncates each lane to its low byte (`vpmovdb`).
+        pub fn _mm512_cvtepi32_epi8(a: __m512i) -> __m128i {
+            let b: [u8; 16] = a.0.map(|x| x as u8);
+            // SAFETY: same size, any bits are valid.
+            unsafe { core::mem::transmute(b) }
+        }
+
+        macro_rules! simd {
+            ($($i:item)*) => { $( $i )* };
+        }
+
+        vnni_matmul_kernel!();
+
+        pub(super) mod attention {
+            use super::*;
+            include!("attention_simd.rs");
+        }
+    }
+
+    /// xorshift64*: deterministic test data without extra dependencies.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn i8(&mut self) -> i8 {
+            (self.next() >> 56) as u8 as i8
+        }
+        /// An activation in [-127, 127].
+        fn act(&mut self) -> i8 {
+            (((self.next() >> 32) % 255) as i32 - 127) as i8
+        }
+    }
+
+    fn matrix(rows: usize, cols: usize, data: Vec<i8>) -> Matrix {
+        let packed = x86::pack(rows, cols, &data);
+        Matrix { rows, cols, data, packed }
+    }
+
+    /// The real SIMD backends this CPU runs (besides the scalar reference).
+    fn simd_backends() -> Vec<Backend> {
+        let mut v = Vec::new();
+        if x86::has_avx2() {
+            v.push(Backend::Avx2);
+        }
+        if x86::has_vnni() {
+            v.push(Backend::Avx512Vnni);
+        }
+        v
+    }
+
+    /// Every kernel (real ones this CPU has, and the emulated VNNI one unless the
+    /// shape is too big for it) against the scalar loop.
+    fn check(rows: usize, x: &[i8], w: &Matrix, emulate: bool) {
+        let mut want = vec![0i32; rows * w.rows];
+        Backend::Scalar.matmul(x, rows, w, &mut want);
+        // Unavailable backends fall back to the scalar loop: always safe to call.
+        for b in [Backend::Avx2, Backend::Avx512Vnni] {
+            let mut got = vec![1i32; rows * w.rows];
+            b.matmul(x, rows, w, &mut got);
+            assert!(got == want, "{b:?} rows={rows} n={} k={}", w.rows, w.cols);
+        }
+        if emulate {
+            let mut got = vec![1i32; rows * w.rows];
+            unsafe { emu::matmul_vnni(x, rows, w, &mut got) };
+            assert!(got == want, "emulated vnni rows={rows} n={} k={}", w.rows, w.cols);
+        }
+    }
+
+    #[test]
+    fn simd_matmul_matches_scalar_on_random_shapes() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for &rows in &[1usize, 2, 3, 4, 5, 6, 7, 13, 64, 65, 300] {
+            for &n in &[16usize, 32, 48, 64, 80, 256] {
+                for &k in &[16usize, 32, 64, 256, 1024, 4096] {
+                    if rows * k > 300 * 1024 {
+                        continue;
+                    }
+                    let w = matrix(n, k, (0..n * k).map(|_| rng.i8()).collect());
+                    let x: Vec<i8> = (0..rows * k).map(|_| rng.act()).collect();
+                    check(rows, &x, &w, rows * n * k <= 8 << 20);
+                }
+            }
+        }
+        // Any i8 activation (-128 included) is exact too.
+        let w = matrix(32, 64, (0..32 * 64).map(|_| rng.i8()).collect());
+        let x: Vec<i8> = (0..9 * 64).map(|_| rng.i8()).collect();
+        check(9, &x, &w, true);
+    }
+
+    #[test]
+    fn simd_matmul_matches_scalar_on_extreme_values() {
+        for &(rows, n, k) in &[(1usize, 16usize, 4096usize), (3, 64, 4096), (64, 256, 1024), (7, 32, 16)] {
+            for &xv in &[-127i8, 127, -128, 0] {
+                for &wv in &[-128i8, 127, -127, 0] {
+                    let w = matrix(n, k, vec![wv; n * k]);
+                    let x = vec![xv; rows * k];
+                    check(rows, &x, &w, rows * n * k <= 1 << 20);
+                    for b in simd_backends() {
+                        let mut out = vec![0i32; rows * n];
+                        b.matmul(&x, rows, &w, &mut out);
+                        assert!(out.iter().all(|&o| o == xv as i32 * wv as i32 * k as i32));
+                    }
+                }
+            }
+        }
+        // Alternating signs so that partial sums swing both ways.
+        let (rows, n, k) = (5, 48, 4096);
+        let w = matrix(n, k, (0..n * k).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect());
+        let x: Vec<i8> = (0..rows * k).map(|i| if i % 2 == 0 { -127 } else { 127 }).collect();
+        check(rows, &x, &w, true);
+    }
+
+    #[test]
+    fn unpacked_or_odd_shapes_fall_back_to_scalar() {
+        let mut rng = Rng(5);
+        // 24 rows is no multiple of 16: nothing packed, the scalar loop runs.
+        let w = matrix(24, 8, (0..24 * 8).map(|_| rng.i8()).collect());
+        assert!(w.packed.is_empty());
+        let x: Vec<i8> = (0..3 * 8).map(|_| rng.act()).collect();
+        check(3, &x, &w, false);
+        // A matrix whose packed copy is missing.
+        let mut w = matrix(16, 16, (0..256).map(|_| rng.i8()).collect());
+        w.packed.clear();
+        let x: Vec<i8> = (0..2 * 16).map(|_| rng.act()).collect();
+        check(2, &x, &w, false);
+    }
+
+    #[test]
+    fn detect_packs_the_model_weights() {
+        use crate::{Model, ModelSpec};
+        let m = Model::derive(&ModelSpec::DEVNET, &[7; 32]).unwrap();
+        let l = &m.layers[0];
+        assert!(m.tok_emb.packed.is_empty() && m.pos_emb.packed.is_empty());
+        if Backend::detect() == Backend::Scalar {
+            assert!(l.w_up.packed.is_empty());
+        } else {
+            assert_eq!(l.w_up.packed, x86::pack(l.w_up.rows, l.w_up.cols, &l.w_up.data));
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_up, &l.w_down] {
+                assert!(x86::packed_ok(w));
+            }
+        }
+        assert_eq!(simd_backend_name() == "scalar", Backend::detect() == Backend::Scalar);
+    }
+
+    #[test]
+    fn simd_attention_matches_scalar() {
+        use crate::forward::Scratch;
+        let mut rng = Rng(77);
+        for &(s, d, hd) in &[
+            (1usize, 16usize, 16usize),
+            (3, 32, 16),
+            (16, 64, 16),
+            (17, 64, 32),
+            (64, 256, 32),
+            (64, 128, 64),
+            (100, 64, 16),
+            (8, 128, 64),
+        ] {
+            for variant in 0..4 {
+                let gen = |rng: &mut Rng| -> Vec<i8> {
+                    (0..s * d)
+                        .map(|_| match variant {
+                            0 => rng.act(),
+                            1 => 127,
+                            2 => (rng.act() as i32 / 16) as i8,
+                            _ => [-127i8, 127, 0][(rng.next() % 3) as usize],
+                        })
+                        .collect()
+                };
+                let (q, k, v) = (gen(&mut rng), gen(&mut rng), gen(&mut rng));
+                for first in [0, s / 2, s - 1] {
+                    let mut sc = Scratch {
+                        x: Vec::new(),
+                        h: Vec::new(),
+                        q: q.clone(),
+                        k: k.clone(),
+                        v: v.clone(),
+                        att: vec![0; s * d],
+                        up: Vec::new(),
+                        acc: Vec::new(),
+                        scores: vec![0; s],
+                        backend: Backend::Scalar,
+                    };
+                    super::super::attention(hd, d, first, s, &mut sc, None);
+                    let what = format!("s={s} d={d} hd={hd} first={first} variant={variant}");
+                    let mut att = vec![0i8; s * d];
+                    unsafe { emu::attention::attention(hd, d, first, s, &q, &k, &v, &mut att) };
+                    assert!(att[first * d..] == sc.att[first * d..], "emulated: {what}");
+                    for b in simd_backends() {
+                        let mut att = vec![0i8; s * d];
+                        assert!(b.attention(hd, d, first, s, &q, &k, &v, &mut att));
+                        assert!(att[first * d..] == sc.att[first * d..], "{b:?}: {what}");
+                    }
+                }
+            }
+        }
+        let z = [0i8; 256];
+        assert!(!Backend::Avx512Vnni.attention(8, 64, 0, 4, &z, &z, &z, &mut [0; 256]));
+        assert!(!Backend::Avx2.attention(8, 64, 0, 4, &z, &z, &z, &mut [0; 256]));
+        assert!(!Backend::Scalar.attention(16, 64, 0, 4, &z, &z, &z, &mut [0; 256]));
+    }
+
+    #[test]
+    fn forward_is_identical_on_every_backend() {
+        use crate::forward::{forward, Scratch};
+        use crate::puzzle::input_tokens;
+        use crate::{Model, ModelSpec};
+        for (spec, seeds, nonces) in [(ModelSpec::DEVNET, 4u8, 50u64), (ModelSpec::MAINNET, 2, 4)] {
+            for seed in 0..seeds {
+                let model = Model::derive(&spec, &[seed; 32]).unwrap();
+                let mut reference = Scratch::with_backend(&model, Backend::Scalar);
+                let mut others: Vec<Scratch> =
+                    simd_backends().into_iter().map(|b| Scratch::with_backend(&model, b)).collect();
+                let mut tokens = vec![0u16; spec.seq_len as usize];
+                let d = spec.d_model as usize;
+                for nonce in 0..nonces {
+                    let mut template = [0u8; 152];
+                    template[..8].copy_from_slice(&(nonce * 31 + seed as u64).to_le_bytes());
+                    input_tokens(&spec, &template, nonce, &mut tokens);
+                    let mut want = vec![0i8; d];
+                    forward(&model, &tokens, &mut reference, &mut want);
+                    for sc in others.iter_mut() {
+                        let mut got = vec![0i8; d];
+                        forward(&model, &tokens, sc, &mut got);
+                        assert_eq!(got, want, "{:?} seed {seed} nonce {nonce}", sc.backend());
+                    }
+                }
+            }
+        }
+    }
 }

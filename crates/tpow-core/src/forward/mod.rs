@@ -148,26 +148,8 @@ pub fn forward_with(
             }
             let sh = act_shift(d);
             // Keys and values for every position; queries only where needed.
-            project(
-                sc.backend,
-                &sc.h,
-                s,
-                &layer.wk,
-                &mut sc.acc,
-                &mut sc.k,
-                sh,
-                st.as_deref_mut(),
-            );
-            project(
-                sc.backend,
-                &sc.h,
-                s,
-                &layer.wv,
-                &mut sc.acc,
-                &mut sc.v,
-                sh,
-                st.as_deref_mut(),
-            );
+            project(sc.backend, &sc.h, s, &layer.wk, &mut sc.acc, &mut sc.k, sh, st.as_deref_mut());
+            project(sc.backend, &sc.h, s, &layer.wv, &mut sc.acc, &mut sc.v, sh, st.as_deref_mut());
             let hq = &sc.h[first_pos * d..];
             project(
                 sc.backend,
@@ -181,17 +163,8 @@ pub fn forward_with(
             );
             attention(spec.head_dim(), d, first_pos, s, sc, st.as_deref_mut());
             let rows = s - first_pos;
-            sc.backend.matmul(
-                &sc.att[first_pos * d..],
-                rows,
-                &layer.wo,
-                &mut sc.acc[..rows * d],
-            );
-            add_residual(
-                &mut sc.x[first_pos * d..s * d],
-                &sc.acc[..rows * d],
-                residual_shift(d),
-            );
+            sc.backend.matmul(&sc.att[first_pos * d..], rows, &layer.wo, &mut sc.acc[..rows * d]);
+            add_residual(&mut sc.x[first_pos * d..s * d], &sc.acc[..rows * d], residual_shift(d));
         }
         if !skip_mlp {
             let rows = s - first_pos;
@@ -211,17 +184,8 @@ pub fn forward_with(
             for u in sc.up[..rows * f].iter_mut() {
                 *u = GELU_TABLE[(*u as i32 + 128) as usize];
             }
-            sc.backend.matmul(
-                &sc.up[..rows * f],
-                rows,
-                &layer.w_down,
-                &mut sc.acc[..rows * d],
-            );
-            add_residual(
-                &mut sc.x[first_pos * d..s * d],
-                &sc.acc[..rows * d],
-                residual_shift(f),
-            );
+            sc.backend.matmul(&sc.up[..rows * f], rows, &layer.w_down, &mut sc.acc[..rows * d]);
+            add_residual(&mut sc.x[first_pos * d..s * d], &sc.acc[..rows * d], residual_shift(f));
         }
         if let Some(st) = st {
             for &v in &sc.x[first_pos * d..s * d] {
@@ -258,10 +222,7 @@ fn project(
 
 fn record_acts(st: &mut LayerStats, vals: &[i8]) {
     st.act_values += vals.len() as u64;
-    st.act_clipped += vals
-        .iter()
-        .filter(|v| v.unsigned_abs() as i32 == ACT_MAX)
-        .count() as u64;
+    st.act_clipped += vals.iter().filter(|v| v.unsigned_abs() as i32 == ACT_MAX).count() as u64;
     st.act_zero += vals.iter().filter(|&&v| v == 0).count() as u64;
 }
 
@@ -278,14 +239,17 @@ fn add_residual(x: &mut [i32], update: &[i32], shift: u32) {
 /// score_shift`; `w_j = exp2_weight(t_j)`; `r = 2^30 / Σ w` (floor);
 /// `p_j = min((w_j · r + 2^22) >> 23, 127)` (Q7 probability);
 /// `att_i = clamp_i8(round_shift(Σ_j p_j · v_j, PROB_BITS))`.
-fn attention(
-    hd: usize,
-    d: usize,
-    first: usize,
-    s: usize,
-    sc: &mut Scratch,
-    mut stats: Option<&mut LayerStats>,
-) {
+fn attention(hd: usize, d: usize, first: usize, s: usize, sc: &mut Scratch, mut stats: Option<&mut LayerStats>) {
+    if !sc.backend.attention(hd, d, first, s, &sc.q, &sc.k, &sc.v, &mut sc.att) {
+        attention_scalar(hd, d, first, s, sc);
+    }
+    if let Some(st) = stats.as_deref_mut() {
+        record_acts(st, &sc.att[first * d..s * d]);
+    }
+}
+
+/// The portable attention (the reference; wasm32 runs it).
+fn attention_scalar(hd: usize, d: usize, first: usize, s: usize, sc: &mut Scratch) {
     let n_heads = d / hd;
     let sh = score_shift(hd);
     for i in first..s {
@@ -305,20 +269,24 @@ fn attention(
                 sum += w;
             }
             let r = ((1u32 << 30) / sum as u32) as i32;
-            for sj in sc.scores[..=i].iter_mut() {
-                *sj = ((*sj * r + (1 << 22)) >> 23).min(127);
+            // Probability-weighted values, summed key by key into one accumulator
+            // per channel (integer sums: the order does not change the result).
+            let mut acc = [0i32; 64];
+            let acc = &mut acc[..hd];
+            for j in 0..=i {
+                let p = ((sc.scores[j] * r + (1 << 22)) >> 23).min(127);
+                if p == 0 {
+                    continue;
+                }
+                let vj = &sc.v[j * d + h * hd..j * d + (h + 1) * hd];
+                for (a, &v) in acc.iter_mut().zip(vj) {
+                    *a += p * v as i32;
+                }
             }
             let out = &mut sc.att[i * d + h * hd..i * d + (h + 1) * hd];
-            for (c, o) in out.iter_mut().enumerate() {
-                let mut a = 0i32;
-                for j in 0..=i {
-                    a += sc.scores[j] * sc.v[j * d + h * hd + c] as i32;
-                }
+            for (o, &a) in out.iter_mut().zip(acc.iter()) {
                 *o = clamp_i8(round_shift(a, PROB_BITS));
             }
         }
-    }
-    if let Some(st) = stats.as_deref_mut() {
-        record_acts(st, &sc.att[first * d..s * d]);
     }
 }
