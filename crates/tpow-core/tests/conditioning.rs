@@ -57,8 +57,8 @@ fn devnet_outputs_are_distinct_over_5000_nonces() {
 }
 
 #[test]
-fn mainnet_outputs_are_distinct_over_300_nonces() {
-    distinct_outputs(ModelSpec::MAINNET, 300);
+fn mainnet_outputs_are_distinct_over_1000_nonces() {
+    distinct_outputs(ModelSpec::MAINNET, 1000);
 }
 
 fn every_part_matters(spec: ModelSpec, seeds: u32, nonces: u64) {
@@ -92,7 +92,7 @@ fn devnet_skipping_any_layer_attention_or_mlp_changes_the_output() {
 
 #[test]
 fn mainnet_skipping_any_layer_attention_or_mlp_changes_the_output() {
-    every_part_matters(ModelSpec::MAINNET, 2, 8);
+    every_part_matters(ModelSpec::MAINNET, 3, 16);
 }
 
 fn every_token_matters(spec: ModelSpec, nonces: u64) {
@@ -117,7 +117,7 @@ fn devnet_changing_first_middle_or_last_token_changes_the_output() {
 
 #[test]
 fn mainnet_changing_first_middle_or_last_token_changes_the_output() {
-    every_token_matters(ModelSpec::MAINNET, 20);
+    every_token_matters(ModelSpec::MAINNET, 100);
 }
 
 /// Prints the per-layer report and checks that no layer's activations vanish or
@@ -175,5 +175,5 @@ fn devnet_activations_neither_vanish_nor_saturate() {
 
 #[test]
 fn mainnet_activations_neither_vanish_nor_saturate() {
-    activations_are_well_scaled(ModelSpec::MAINNET, 20);
+    activations_are_well_scaled(ModelSpec::MAINNET, 100);
 }
