@@ -7,6 +7,9 @@
 
 use std::time::Instant;
 
+/// A named microbenchmark returning the multiply-accumulates it performed.
+type Kernel = (&'static str, fn() -> u64);
+
 /// One measured instruction.
 pub struct Peak {
     /// Instruction name.
@@ -59,8 +62,8 @@ mod x86 {
     chains!("avx2", madd, __m256i, _mm256_setzero_si256(), _mm256_set1_epi16(1), madd_step, 16);
     chains!("avx512f,avx512bw,avx512vnni", dpbusd, __m512i, _mm512_setzero_si512(), _mm512_set1_epi8(1), dpbusd_step, 64);
 
-    pub fn kernels() -> Vec<(&'static str, fn() -> u64)> {
-        let mut v: Vec<(&'static str, fn() -> u64)> = Vec::new();
+    pub fn kernels() -> Vec<super::Kernel> {
+        let mut v: Vec<super::Kernel> = Vec::new();
         if is_x86_feature_detected!("avx2") {
             v.push(("vpmaddubsw (u8 x i8 -> i16, saturating) + add", || unsafe { maddubs() }));
             v.push(("vpmaddwd (i16 x i16 -> i32, exact) + add", || unsafe { madd() }));
@@ -87,7 +90,7 @@ pub fn measure() -> Vec<Peak> {
     #[cfg(target_arch = "x86_64")]
     let kernels = x86::kernels();
     #[cfg(not(target_arch = "x86_64"))]
-    let kernels: Vec<(&'static str, fn() -> u64)> = Vec::new();
+    let kernels: Vec<Kernel> = Vec::new();
     kernels
         .into_iter()
         .map(|(name, f)| Peak { name, one_thread: rate(1, f), all_threads: rate(threads, f) })

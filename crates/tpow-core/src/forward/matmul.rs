@@ -4,21 +4,36 @@
 //! scalar loop as long as no partial sum overflows i32, which the forward pass's
 //! bounds rule out (|sum| <= 4096 · 127 · 128 < 2^31).
 //!
-//! The SIMD kernels (x86_64 with `std` only, chosen at run time) share one packed
-//! weight layout, [`Matrix::packed`]: the output rows are cut into blocks of 16;
-//! block `nb` holds `cols / 4` groups of 64 bytes, group `kg` being, for each of the
-//! 16 outputs `j` in turn, the 4 weights `w[16 nb + j][4 kg .. 4 kg + 4]` offset by
-//! +128 as unsigned bytes. The kernels thus compute `Σ_k (w + 128) · x` and subtract
-//! `128 · Σ_k x` (one sum per input row), which is `Σ_k w · x` exactly; the offset
-//! is what AVX-512 VNNI's `vpdpbusd` (unsigned × signed bytes) needs. Intermediate
-//! sums wrap modulo 2^32 like the final one, so results are bit-identical to the
-//! scalar loop whenever the true result fits in i32.
+//! The SIMD kernels (x86_64 with `std` only, chosen at run time) read the weights
+//! re-laid out by [`Backend::pack`] into [`Matrix::packed`]; each layout ends with a
+//! format byte, so a kernel never reads another backend's layout (it runs the scalar
+//! loop instead). Both kernels are exact for every int8 weight and activation (the
+//! consensus ranges, [-127, 127], are not needed).
 //!
-//! - AVX-512 VNNI: one 64-byte load feeds one `vpdpbusd` for 16 outputs × 4 inputs,
-//!   with the 4 activation bytes broadcast; 6 input rows × 4 blocks per register tile.
-//! - AVX2: 16 bytes (4 outputs × 4 inputs) are zero-extended to i16 and multiplied
-//!   with `vpmaddwd` by the 4 activations (as i16) broadcast; the two partial sums
-//!   per output are added at the end; 6 input rows × 8 outputs per register tile.
+//! - AVX2 (`FORMAT_AVX2`): the weights as signed bytes, in blocks of 16 outputs of
+//!   `cols / 2` groups of 32 bytes, group `kp` being, for each of the 16 outputs `j`
+//!   in turn, `w[16 nb + j][2 kp]` and `w[16 nb + j][2 kp + 1]`. Half a group (8
+//!   outputs × 2 inputs) is sign-extended to i16 (`vpmovsxbw`) and multiplied by 2
+//!   activations (as i16) broadcast with `vpmaddwd`, which adds each output's 2
+//!   products into an i32 lane (at most 2 · 128² = 2^15: exact); a register tile is
+//!   [`AVX2_ROWS`](x86) input rows × 16 outputs, and no correction is needed.
+//!
+//!   Why not `vpmaddubsw` (u8 × i8, 32 products per instruction) with the sign
+//!   trick `vpmaddubsw(|x|, sign(w, x))`, exact for |w| <= 127 since each 16-bit pair
+//!   sum is at most 2 · 128 · 127 < 2^15? It needs a `vpsignb` per product vector and
+//!   a `vpmaddwd` by ones to widen the pair sums (two of them can exceed i16): four
+//!   vector instructions per 32 products, like `2 · (vpmaddwd + vpaddd)` here, and
+//!   measured slower on AMD Zen 3 (one thread, 64 × 1024 · 256 tiles with the weights
+//!   in L1: 65 G MAC/s against 74 for `vpmaddwd` on i16 weights; 93 without the
+//!   `vpsignb`, which would need unsigned activations).
+//! - AVX-512 VNNI (`FORMAT_VNNI`): the weights as signed bytes, in blocks of 16
+//!   outputs of `cols / 4` groups of 64 bytes (output `j`'s 4 weights
+//!   `w[16 nb + j][4 kg .. 4 kg + 4]` in turn), then `rows` little-endian i32
+//!   `128 · Σ_k w[j][k]`. `vpdpbusd` (unsigned × signed bytes, no saturation)
+//!   multiplies the activations offset by +128 (`x ^ 0x80`, unsigned) by the weights:
+//!   one 64-byte load feeds 16 outputs × 4 inputs with 4 activation bytes broadcast,
+//!   and the correction `128 · Σ_k w` is subtracted at the end (sums wrap mod 2^32:
+//!   exact whenever the true result fits in i32). 6 input rows × 4 blocks per tile.
 
 use alloc::vec::Vec;
 
@@ -30,12 +45,12 @@ pub enum Backend {
     /// Portable loops (the reference; also what wasm32 runs).
     Scalar,
     /// AVX2 kernels on packed weights, and SIMD attention. Falls back to the scalar
-    /// loop on a CPU without avx2 or for a matrix without [`Matrix::packed`].
+    /// loop on a CPU without avx2 or for a matrix without an AVX2 [`Matrix::packed`].
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     Avx2,
     /// AVX-512 VNNI (`vpdpbusd`) kernels on packed weights, and SIMD attention.
     /// Falls back to the scalar loop on a CPU without avx512f, avx512bw and
-    /// avx512vnni, or for a matrix without [`Matrix::packed`].
+    /// avx512vnni, or for a matrix without a VNNI [`Matrix::packed`].
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     Avx512Vnni,
 }
@@ -61,7 +76,7 @@ impl Backend {
             Backend::Scalar => matmul_scalar(x, rows, w, out),
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Backend::Avx2 => {
-                if x86::has_avx2() && x86::packed_ok(w) {
+                if x86::has_avx2() && x86::packed_ok_avx2(w) {
                     assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
                     // SAFETY: avx2 is present, the packed layout matches `w`, and the
                     // slice lengths were checked.
@@ -72,7 +87,7 @@ impl Backend {
             }
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Backend::Avx512Vnni => {
-                if x86::has_vnni() && x86::packed_ok(w) {
+                if x86::has_vnni() && x86::packed_ok_vnni(w) {
                     assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
                     // SAFETY: the CPU features are present, the packed layout matches
                     // `w`, and the slice lengths were checked.
@@ -85,15 +100,17 @@ impl Backend {
     }
 
     /// The weights of a `rows x cols` matrix (row-major `data`) laid out for this
-    /// backend's kernels (the layout in the module docs, the same for every SIMD
-    /// backend), or an empty vector when it needs none (the scalar loop, or a shape
-    /// that is not a multiple of 16 rows and 4 columns). Stored in [`Matrix::packed`].
+    /// backend's kernels (the layouts in the module docs), or an empty vector when it
+    /// needs none (the scalar loop, or a shape that is not a multiple of 16 rows and 4
+    /// columns). Stored in [`Matrix::packed`].
     pub fn pack(self, rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
         assert_eq!(data.len(), rows * cols, "data must hold rows * cols weights");
         match self {
             Backend::Scalar => Vec::new(),
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
-            Backend::Avx2 | Backend::Avx512Vnni => x86::pack(rows, cols, data),
+            Backend::Avx2 => x86::pack_avx2(rows, cols, data),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni => x86::pack_vnni(rows, cols, data),
         }
     }
 
@@ -104,8 +121,8 @@ impl Backend {
     /// `s` rows of `d` values (only rows `first..s` of `q` are read).
     ///
     /// Returns `false`, touching nothing, when this backend has no such kernel (the
-    /// scalar backend, a CPU without the features, or `hd % 16 != 0`): the caller then
-    /// runs the scalar loop.
+    /// scalar backend, a CPU without the features, or `hd % 16 != 0`): the caller
+    /// then runs the scalar loop.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         self,
@@ -173,17 +190,6 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-/// Input rows whose sums the SIMD drivers keep on the stack at a time.
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
-const ROW_CHUNK: usize = 256;
-
-/// Σ_k x for one input row (the offset correction).
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
-#[inline(always)]
-fn row_sum(x: &[i8]) -> i32 {
-    x.iter().map(|&v| v as i32).sum()
-}
-
 /// The AVX-512 VNNI matrix kernel, written once and expanded twice: in `x86` with
 /// the real intrinsics, and in the tests with a portable emulation of them (so the
 /// kernel's logic is checked on machines without AVX-512). The expanding module
@@ -192,65 +198,59 @@ fn row_sum(x: &[i8]) -> i32 {
 macro_rules! vnni_matmul_kernel {
     () => {
         simd! {
-            /// Callers guarantee the CPU features, `packed_ok(w)`,
+            /// Callers guarantee the CPU features, `packed_ok_vnni(w)`,
             /// `x.len() >= rows * w.cols` and `out.len() >= rows * w.rows`.
             pub(crate) unsafe fn matmul_vnni(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
                 const ROWS: usize = 6;
                 const COLS: usize = 4;
                 let (n, k) = (w.rows, w.cols);
                 let nblocks = n / 16;
-                let mut sums = [0i32; $crate::forward::matmul::ROW_CHUNK];
-                let mut r0 = 0;
-                while r0 < rows {
-                    let rc = (rows - r0).min(sums.len());
-                    for (r, sum) in sums[..rc].iter_mut().enumerate() {
-                        *sum = $crate::forward::matmul::row_sum(&x[(r0 + r) * k..(r0 + r + 1) * k]);
-                    }
-                    let mut nb = 0;
-                    while nb < nblocks {
-                        let c = (nblocks - nb).min(COLS);
-                        let wp = w.packed.as_ptr().add(nb * 16 * k);
-                        let mut r = 0;
-                        while r < rc {
-                            let rr = (rc - r).min(ROWS);
-                            let xp = x.as_ptr().add((r0 + r) * k);
-                            let op = out.as_mut_ptr().add((r0 + r) * n + nb * 16);
-                            let sp = sums.as_ptr().add(r);
-                            match (rr, c) {
-                                (1, 1) => block_vnni::<1, 1>(xp, k, wp, op, n, sp),
-                                (1, 2) => block_vnni::<1, 2>(xp, k, wp, op, n, sp),
-                                (1, 3) => block_vnni::<1, 3>(xp, k, wp, op, n, sp),
-                                (1, 4) => block_vnni::<1, 4>(xp, k, wp, op, n, sp),
-                                (2, 1) => block_vnni::<2, 1>(xp, k, wp, op, n, sp),
-                                (2, 2) => block_vnni::<2, 2>(xp, k, wp, op, n, sp),
-                                (2, 3) => block_vnni::<2, 3>(xp, k, wp, op, n, sp),
-                                (2, 4) => block_vnni::<2, 4>(xp, k, wp, op, n, sp),
-                                (3, 1) => block_vnni::<3, 1>(xp, k, wp, op, n, sp),
-                                (3, 2) => block_vnni::<3, 2>(xp, k, wp, op, n, sp),
-                                (3, 3) => block_vnni::<3, 3>(xp, k, wp, op, n, sp),
-                                (3, 4) => block_vnni::<3, 4>(xp, k, wp, op, n, sp),
-                                (4, 1) => block_vnni::<4, 1>(xp, k, wp, op, n, sp),
-                                (4, 2) => block_vnni::<4, 2>(xp, k, wp, op, n, sp),
-                                (4, 3) => block_vnni::<4, 3>(xp, k, wp, op, n, sp),
-                                (4, 4) => block_vnni::<4, 4>(xp, k, wp, op, n, sp),
-                                (5, 1) => block_vnni::<5, 1>(xp, k, wp, op, n, sp),
-                                (5, 2) => block_vnni::<5, 2>(xp, k, wp, op, n, sp),
-                                (5, 3) => block_vnni::<5, 3>(xp, k, wp, op, n, sp),
-                                (5, 4) => block_vnni::<5, 4>(xp, k, wp, op, n, sp),
-                                (6, 1) => block_vnni::<6, 1>(xp, k, wp, op, n, sp),
-                                (6, 2) => block_vnni::<6, 2>(xp, k, wp, op, n, sp),
-                                (6, 3) => block_vnni::<6, 3>(xp, k, wp, op, n, sp),
-                                _ => block_vnni::<6, 4>(xp, k, wp, op, n, sp),
-                            }
-                            r += rr;
+                // The per-output corrections 128 · Σ_k w follow the weights.
+                let corr = w.packed.as_ptr().add(n * k);
+                let mut nb = 0;
+                while nb < nblocks {
+                    let c = (nblocks - nb).min(COLS);
+                    let wp = w.packed.as_ptr().add(nb * 16 * k);
+                    let cp = corr.add(nb * 16 * 4);
+                    let mut r = 0;
+                    while r < rows {
+                        let rr = (rows - r).min(ROWS);
+                        let xp = x.as_ptr().add(r * k);
+                        let op = out.as_mut_ptr().add(r * n + nb * 16);
+                        match (rr, c) {
+                            (1, 1) => block_vnni::<1, 1>(xp, k, wp, op, n, cp),
+                            (1, 2) => block_vnni::<1, 2>(xp, k, wp, op, n, cp),
+                            (1, 3) => block_vnni::<1, 3>(xp, k, wp, op, n, cp),
+                            (1, 4) => block_vnni::<1, 4>(xp, k, wp, op, n, cp),
+                            (2, 1) => block_vnni::<2, 1>(xp, k, wp, op, n, cp),
+                            (2, 2) => block_vnni::<2, 2>(xp, k, wp, op, n, cp),
+                            (2, 3) => block_vnni::<2, 3>(xp, k, wp, op, n, cp),
+                            (2, 4) => block_vnni::<2, 4>(xp, k, wp, op, n, cp),
+                            (3, 1) => block_vnni::<3, 1>(xp, k, wp, op, n, cp),
+                            (3, 2) => block_vnni::<3, 2>(xp, k, wp, op, n, cp),
+                            (3, 3) => block_vnni::<3, 3>(xp, k, wp, op, n, cp),
+                            (3, 4) => block_vnni::<3, 4>(xp, k, wp, op, n, cp),
+                            (4, 1) => block_vnni::<4, 1>(xp, k, wp, op, n, cp),
+                            (4, 2) => block_vnni::<4, 2>(xp, k, wp, op, n, cp),
+                            (4, 3) => block_vnni::<4, 3>(xp, k, wp, op, n, cp),
+                            (4, 4) => block_vnni::<4, 4>(xp, k, wp, op, n, cp),
+                            (5, 1) => block_vnni::<5, 1>(xp, k, wp, op, n, cp),
+                            (5, 2) => block_vnni::<5, 2>(xp, k, wp, op, n, cp),
+                            (5, 3) => block_vnni::<5, 3>(xp, k, wp, op, n, cp),
+                            (5, 4) => block_vnni::<5, 4>(xp, k, wp, op, n, cp),
+                            (6, 1) => block_vnni::<6, 1>(xp, k, wp, op, n, cp),
+                            (6, 2) => block_vnni::<6, 2>(xp, k, wp, op, n, cp),
+                            (6, 3) => block_vnni::<6, 3>(xp, k, wp, op, n, cp),
+                            _ => block_vnni::<6, 4>(xp, k, wp, op, n, cp),
                         }
-                        nb += c;
+                        r += rr;
                     }
-                    r0 += rc;
+                    nb += c;
                 }
             }
 
-            /// `R` input rows times `C` blocks of 16 outputs over the whole `k`.
+            /// `R` input rows times `C` blocks of 16 outputs over the whole `k`;
+            /// `corr` points at the blocks' 16 · `C` corrections (i32, unaligned).
             #[inline]
             unsafe fn block_vnni<const R: usize, const C: usize>(
                 x: *const i8,
@@ -258,7 +258,7 @@ macro_rules! vnni_matmul_kernel {
                 wp: *const u8,
                 out: *mut i32,
                 n: usize,
-                sums: *const i32,
+                corr: *const u8,
             ) {
                 let mut acc = [[_mm512_setzero_si512(); C]; R];
                 let bstride = k * 16;
@@ -269,17 +269,19 @@ macro_rules! vnni_matmul_kernel {
                         *wc = _mm512_loadu_si512(wp.add(c * bstride + kk * 16).cast());
                     }
                     for (r, ar) in acc.iter_mut().enumerate() {
-                        let xb = _mm512_set1_epi32(x.add(r * k + kk).cast::<i32>().read_unaligned());
+                        // x + 128 as unsigned bytes.
+                        let xu = x.add(r * k + kk).cast::<i32>().read_unaligned() ^ (0x8080_8080u32 as i32);
+                        let xb = _mm512_set1_epi32(xu);
                         for (c, a) in ar.iter_mut().enumerate() {
-                            *a = _mm512_dpbusd_epi32(*a, wv[c], xb);
+                            *a = _mm512_dpbusd_epi32(*a, xb, wv[c]);
                         }
                     }
                     kk += 4;
                 }
-                for (r, ar) in acc.iter().enumerate() {
-                    let corr = _mm512_set1_epi32((*sums.add(r)).wrapping_mul(128));
-                    for (c, a) in ar.iter().enumerate() {
-                        _mm512_storeu_si512(out.add(r * n + c * 16).cast(), _mm512_sub_epi32(*a, corr));
+                for c in 0..C {
+                    let cv = _mm512_loadu_si512(corr.add(c * 64).cast());
+                    for (r, ar) in acc.iter().enumerate() {
+                        _mm512_storeu_si512(out.add(r * n + c * 16).cast(), _mm512_sub_epi32(ar[c], cv));
                     }
                 }
             }
@@ -294,7 +296,6 @@ mod x86 {
     use core::arch::x86_64::*;
     use std::cell::Cell;
 
-    use super::{row_sum, ROW_CHUNK};
     use crate::model::Matrix;
 
     macro_rules! simd {
@@ -323,35 +324,68 @@ mod x86 {
         rows.is_multiple_of(16) && cols.is_multiple_of(4) && rows > 0 && cols > 0
     }
 
-    /// `w.packed` holds the layout of the module docs.
-    pub(super) fn packed_ok(w: &Matrix) -> bool {
-        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * w.cols
+    /// Last byte of an AVX2 layout.
+    const FORMAT_AVX2: u8 = 0xA2;
+    /// Last byte of a VNNI layout.
+    const FORMAT_VNNI: u8 = 0x5E;
+
+    /// `w.packed` holds the AVX2 layout of the module docs.
+    pub(super) fn packed_ok_avx2(w: &Matrix) -> bool {
+        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * w.cols + 1 && w.packed.last() == Some(&FORMAT_AVX2)
     }
 
-    pub(super) fn pack(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
+    /// `w.packed` holds the VNNI layout of the module docs.
+    pub(super) fn packed_ok_vnni(w: &Matrix) -> bool {
+        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * (w.cols + 4) + 1 && w.packed.last() == Some(&FORMAT_VNNI)
+    }
+
+    /// The AVX2 layout of the module docs (i16 weights, then the format byte).
+    pub(super) fn pack_avx2(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
         if !shape_ok(rows, cols) {
             return Vec::new();
         }
-        let mut p = vec![0u8; rows * cols];
+        let mut p = vec![0u8; rows * cols + 1];
+        for (j, wr) in data.chunks_exact(cols).enumerate() {
+            let (nb, jj) = (j / 16, j % 16);
+            for (kk, &v) in wr.iter().enumerate() {
+                p[nb * 16 * cols + (kk / 2) * 32 + jj * 2 + kk % 2] = v as u8;
+            }
+        }
+        p[rows * cols] = FORMAT_AVX2;
+        p
+    }
+
+    /// The VNNI layout of the module docs (signed bytes, corrections, format byte).
+    pub(super) fn pack_vnni(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
+        if !shape_ok(rows, cols) {
+            return Vec::new();
+        }
+        let mut p = vec![0u8; rows * (cols + 4) + 1];
         let groups = cols / 4;
         for (j, wr) in data.chunks_exact(cols).enumerate() {
             let (nb, jj) = (j / 16, j % 16);
             for kg in 0..groups {
                 let dst = (nb * groups + kg) * 64 + jj * 4;
                 for t in 0..4 {
-                    p[dst + t] = (wr[kg * 4 + t] as u8) ^ 0x80;
+                    p[dst + t] = wr[kg * 4 + t] as u8;
                 }
             }
+            let sum: i32 = wr.iter().map(|&v| v as i32).sum();
+            p[rows * cols + 4 * j..][..4].copy_from_slice(&sum.wrapping_mul(128).to_le_bytes());
         }
+        p[rows * (cols + 4)] = FORMAT_VNNI;
         p
     }
+
+    /// Input rows per AVX2 register tile (× 16 outputs: `2 · AVX2_ROWS` accumulators).
+    pub(super) const AVX2_ROWS: usize = 6;
 
     std::thread_local! {
         /// The activations as i16, reused across calls so the hot loop never allocates.
         static X16: Cell<Vec<i16>> = const { Cell::new(Vec::new()) };
     }
 
-    /// Callers guarantee avx2, `packed_ok(w)`, `x.len() >= rows * w.cols` and
+    /// Callers guarantee avx2, `packed_ok_avx2(w)`, `x.len() >= rows * w.cols` and
     /// `out.len() >= rows * w.rows`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn matmul_avx2(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
@@ -359,27 +393,16 @@ mod x86 {
         let mut x16 = X16.take();
         x16.clear();
         x16.extend(x[..rows * k].iter().map(|&v| v as i16));
-        let mut sums = [0i32; ROW_CHUNK];
-        let mut r0 = 0;
-        while r0 < rows {
-            let rc = (rows - r0).min(ROW_CHUNK);
-            for (r, sum) in sums[..rc].iter_mut().enumerate() {
-                *sum = row_sum(&x[(r0 + r) * k..(r0 + r + 1) * k]);
+        let wq = w.packed.as_ptr().cast::<i8>();
+        // One block of 16 outputs (16 · k bytes, in L1 for mainnet) for all rows.
+        for nb in 0..n / 16 {
+            let wp = wq.add(nb * 16 * k);
+            let mut r = 0;
+            while r < rows {
+                let rr = (rows - r).min(AVX2_ROWS);
+                tile_avx2(rr, x16.as_ptr().add(r * k), k, k, wp, out.as_mut_ptr().add(r * n + nb * 16), n);
+                r += rr;
             }
-            // Panels of 8 outputs: half of a 16-output block.
-            for panel in 0..n / 8 {
-                let wp = w.packed.as_ptr().add((panel / 2) * 16 * k + (panel % 2) * 32);
-                let mut r = 0;
-                while r < rc {
-                    let rr = (rc - r).min(AVX2_ROWS);
-                    let xp = x16.as_ptr().add((r0 + r) * k);
-                    let op = out.as_mut_ptr().add((r0 + r) * n + panel * 8);
-                    let sp = sums.as_ptr().add(r);
-                    tile_avx2(rr, xp, k, k, wp, op, n, sp);
-                    r += rr;
-                }
-            }
-            r0 += rc;
         }
         X16.set(x16);
     }
@@ -388,7 +411,8 @@ mod x86 {
     /// the scores are `Q_h · K_hᵀ` with the keys packed like weights (keys as
     /// outputs), the softmax runs on 8 lanes with the scalar loop's integer steps, and
     /// the output is `P · V_h` with `V_hᵀ` packed like weights (channels as outputs,
-    /// keys as inputs). Bit-identical to the scalar loop in `forward::attention`.
+    /// keys as inputs; the probabilities are the activations). Bit-identical to the
+    /// scalar loop in `forward::attention`, for any int8 inputs.
     ///
     /// Callers guarantee avx2, `hd % 16 == 0`, `d % hd == 0`, `first < s` and `q`, `k`,
     /// `v`, `att` at least `s * d` long.
@@ -407,34 +431,29 @@ mod x86 {
         use crate::forward::ops::{clamp_i8, round_shift, score_shift, PROB_BITS};
         let n_heads = d / hd;
         let sh = score_shift(hd) as i32;
-        // Keys padded to whole packed blocks of 16.
+        // Keys padded to whole packed blocks of 16 (padding keys and values are 0).
         let sp = s.div_ceil(16) * 16;
         let nq = s - first;
-        let (kgroups, vgroups) = (hd / 4, sp / 4);
-        let mut kp = vec![0u8; sp * hd]; // K_h: sp x hd, packed
-        let mut vp = vec![0u8; hd * sp]; // V_hᵀ: hd x sp, packed
+        let mut kp = vec![0i8; sp * hd]; // K_h: sp x hd, AVX2 layout
+        let mut vp = vec![0i8; hd * sp]; // V_hᵀ: hd x sp, AVX2 layout
         let mut q16 = vec![0i16; nq * hd];
-        let mut qsum = vec![0i32; nq];
         let mut sc = vec![0i32; AVX2_ROWS * sp];
         let mut p16 = vec![0i16; AVX2_ROWS * sp];
-        let mut psum = [0i32; AVX2_ROWS];
         let mut acc = vec![0i32; AVX2_ROWS * hd];
         for h in 0..n_heads {
             let off = h * hd;
+            // kp[(j / 16) * 16 * hd + (c / 2) * 32 + (j % 16) * 2 + c % 2] = k[j][off + c].
             for j in 0..s {
-                let row = k.as_ptr().add(j * d + off);
-                let dst = kp.as_mut_ptr().add((j / 16) * kgroups * 64 + (j % 16) * 4);
-                for g in 0..kgroups {
-                    let w = row.add(g * 4).cast::<u32>().read_unaligned() ^ 0x8080_8080;
-                    dst.add(g * 64).cast::<u32>().write_unaligned(w);
+                let row = &k[j * d + off..][..hd];
+                let dst = &mut kp[(j / 16) * 16 * hd + (j % 16) * 2..];
+                for (c, &x) in row.iter().enumerate() {
+                    dst[(c / 2) * 32 + c % 2] = x;
                 }
             }
-            // vp[(c / 16) * vgroups * 64 + (j / 4) * 64 + (c % 16) * 4 + j % 4] =
-            // v[j][off + c] + 128, 4 keys x 16 channels at a time by byte interleaving.
-            // Keys past s get value bytes 0x80; their probabilities are 0.
-            let bias = _mm_set1_epi8(-128);
+            // vp[(c / 16) * 16 * sp + (j / 2) * 32 + (c % 16) * 2 + j % 2] = v[j][off + c],
+            // 2 keys x 16 channels at a time; keys past s stay 0.
             for b in 0..hd / 16 {
-                for jg in 0..s.div_ceil(4) {
+                for jp in 0..s.div_ceil(2) {
                     let row = |j: usize| {
                         if j < s {
                             _mm_loadu_si128(v.as_ptr().add(j * d + off + b * 16).cast())
@@ -442,49 +461,33 @@ mod x86 {
                             _mm_setzero_si128()
                         }
                     };
-                    let (r0, r1, r2, r3) = (row(4 * jg), row(4 * jg + 1), row(4 * jg + 2), row(4 * jg + 3));
-                    let (lo01, hi01) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
-                    let (lo23, hi23) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
-                    let dst = vp.as_mut_ptr().add((b * vgroups + jg) * 64);
-                    for (t, x) in [
-                        _mm_unpacklo_epi16(lo01, lo23),
-                        _mm_unpackhi_epi16(lo01, lo23),
-                        _mm_unpacklo_epi16(hi01, hi23),
-                        _mm_unpackhi_epi16(hi01, hi23),
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    {
-                        _mm_storeu_si128(dst.add(16 * t).cast(), _mm_xor_si128(x, bias));
-                    }
+                    let (r0, r1) = (row(2 * jp), row(2 * jp + 1));
+                    let dst = vp.as_mut_ptr().add(b * 16 * sp + jp * 32);
+                    _mm_storeu_si128(dst.cast(), _mm_unpacklo_epi8(r0, r1));
+                    _mm_storeu_si128(dst.add(16).cast(), _mm_unpackhi_epi8(r0, r1));
                 }
             }
             for (t, i) in (first..s).enumerate() {
-                let mut sum = 0;
                 for (dst, &x) in q16[t * hd..][..hd].iter_mut().zip(&q[i * d + off..][..hd]) {
                     *dst = x as i16;
-                    sum += x as i32;
                 }
-                qsum[t] = sum;
             }
             let mut i0 = first;
             while i0 < s {
                 let rr = (s - i0).min(AVX2_ROWS);
-                let t0 = i0 - first;
                 let last = i0 + rr - 1;
-                // Scores of keys 0..=last, 8 keys per panel.
-                for panel in 0..(last + 1).div_ceil(8) {
-                    let wp = kp.as_ptr().add((panel / 2) * 16 * hd + (panel % 2) * 32);
-                    let op = sc.as_mut_ptr().add(panel * 8);
-                    tile_avx2(rr, q16.as_ptr().add(t0 * hd), hd, hd, wp, op, sp, qsum.as_ptr().add(t0));
+                // Scores of keys 0..=last, 16 keys per block.
+                let qp = q16.as_ptr().add((i0 - first) * hd);
+                for kb in 0..(last + 1).div_ceil(16) {
+                    tile_avx2(rr, qp, hd, hd, kp.as_ptr().add(kb * 16 * hd), sc.as_mut_ptr().add(kb * 16), sp);
                 }
-                let klen = (last + 1).div_ceil(4) * 4;
-                for (r, ps) in psum[..rr].iter_mut().enumerate() {
-                    *ps = softmax_avx2(&mut sc[r * sp..][..sp], i0 + r + 1, sh, klen, &mut p16[r * sp..][..sp]);
+                let klen = (last + 1).div_ceil(8) * 8;
+                for r in 0..rr {
+                    softmax_avx2(&mut sc[r * sp..][..sp], i0 + r + 1, sh, klen, &mut p16[r * sp..][..sp]);
                 }
-                for panel in 0..hd / 8 {
-                    let wp = vp.as_ptr().add((panel / 2) * 16 * sp + (panel % 2) * 32);
-                    tile_avx2(rr, p16.as_ptr(), sp, klen, wp, acc.as_mut_ptr().add(panel * 8), hd, psum.as_ptr());
+                for b in 0..hd / 16 {
+                    let wp = vp.as_ptr().add(b * 16 * sp);
+                    tile_avx2(rr, p16.as_ptr(), sp, klen, wp, acc.as_mut_ptr().add(b * 16), hd);
                 }
                 for r in 0..rr {
                     let out = &mut att[(i0 + r) * d + off..][..hd];
@@ -498,11 +501,13 @@ mod x86 {
     }
 
     /// The softmax of `forward::attention` on the first `n` scores of `s`: writes the
-    /// Q7 probabilities to `p[..n]`, zeros to `p[n..klen]`, and returns their sum.
+    /// Q7 probabilities (0..=127) to `p[..n]` and zeros to `p[n..klen]`.
     /// `s` and `p` hold at least `klen` rounded up to 8 entries; `s` is overwritten.
     #[target_feature(enable = "avx2")]
-    unsafe fn softmax_avx2(s: &mut [i32], n: usize, sh: i32, klen: usize, p: &mut [i16]) -> i32 {
+    unsafe fn softmax_avx2(s: &mut [i32], n: usize, sh: i32, klen: usize, p: &mut [i16]) {
         use crate::forward::ops::POW2_FRAC;
+        let chunks = klen.div_ceil(8);
+        assert!(s.len() >= chunks * 8 && p.len() >= chunks * 8 && n <= klen);
         let max = s[..n].iter().copied().max().unwrap_or(0);
         let vmax = _mm256_set1_epi32(max);
         let shift = _mm256_set1_epi32(sh);
@@ -511,7 +516,6 @@ mod x86 {
         let (seven, fifteen) = (_mm256_set1_epi32(7), _mm256_set1_epi32(15));
         let vn = _mm256_set1_epi32(n as i32);
         let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let chunks = klen.div_ceil(8);
         // w_j = exp2_weight((max - s_j) >> sh): t >= 0 on valid lanes, and for
         // t >= 256 the shift t >> 4 >= 16 clears every table entry (< 2^16).
         let mut vsum = _mm256_setzero_si256();
@@ -533,16 +537,13 @@ mod x86 {
         let r = _mm256_set1_epi32(((1u32 << 30) / hsum(vsum) as u32) as i32);
         let (round, cap) = (_mm256_set1_epi32(1 << 22), _mm256_set1_epi32(127));
         // p_j = min((w_j · r + 2^22) >> 23, 127); masked lanes give 0.
-        let mut psum = _mm256_setzero_si256();
         for c in 0..chunks {
             let w = _mm256_loadu_si256(s.as_ptr().add(c * 8).cast());
             let pv = _mm256_srai_epi32::<23>(_mm256_add_epi32(_mm256_mullo_epi32(w, r), round));
             let pv = _mm256_min_epi32(pv, cap);
-            psum = _mm256_add_epi32(psum, pv);
             let packed = _mm256_permute4x64_epi64::<0x08>(_mm256_packs_epi32(pv, pv));
             _mm_storeu_si128(p.as_mut_ptr().add(c * 8).cast(), _mm256_castsi256_si128(packed));
         }
-        hsum(psum)
     }
 
     #[target_feature(enable = "avx2")]
@@ -554,67 +555,43 @@ mod x86 {
         _mm_cvtsi128_si32(x)
     }
 
-    /// Input rows per AVX2 register tile.
-    const AVX2_ROWS: usize = 6;
-
-    /// [`block_avx2`] for `rr` (1..=6) rows.
+    /// [`block_avx2`] for `rr` (1..=[`AVX2_ROWS`]) rows.
     #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_avx2(
-        rr: usize,
-        x: *const i16,
-        xs: usize,
-        k: usize,
-        wp: *const u8,
-        out: *mut i32,
-        n: usize,
-        sums: *const i32,
-    ) {
+    unsafe fn tile_avx2(rr: usize, x: *const i16, xs: usize, k: usize, wp: *const i8, out: *mut i32, n: usize) {
+        const _: () = assert!(AVX2_ROWS >= 4 && AVX2_ROWS <= 6);
         match rr {
-            1 => block_avx2::<1>(x, xs, k, wp, out, n, sums),
-            2 => block_avx2::<2>(x, xs, k, wp, out, n, sums),
-            3 => block_avx2::<3>(x, xs, k, wp, out, n, sums),
-            4 => block_avx2::<4>(x, xs, k, wp, out, n, sums),
-            5 => block_avx2::<5>(x, xs, k, wp, out, n, sums),
-            _ => block_avx2::<6>(x, xs, k, wp, out, n, sums),
+            1 => block_avx2::<1>(x, xs, k, wp, out, n),
+            2 => block_avx2::<2>(x, xs, k, wp, out, n),
+            3 => block_avx2::<3>(x, xs, k, wp, out, n),
+            4 => block_avx2::<4>(x, xs, k, wp, out, n),
+            5 => block_avx2::<5>(x, xs, k, wp, out, n),
+            _ => block_avx2::<AVX2_ROWS>(x, xs, k, wp, out, n),
         }
     }
 
     /// `out[r * n + j] = Σ_{kk < k} x[r * xs + kk] · w[j][kk]` for `R` input rows
-    /// (as i16, row stride `xs`) and 8 outputs `j`, where `wp` points at the first
-    /// 32-byte half group of a packed block (outputs 0..4 in bytes 0..16, 4..8 in
-    /// 16..32) and `sums[r]` is `Σ_{kk < k} x[r * xs + kk]`. `k % 4 == 0`.
+    /// (as i16, row stride `xs`) and the 16 outputs `j` of the AVX2-packed block at
+    /// `wp` (group stride 32 bytes). `k % 2 == 0`. Exact for any int8 values: each
+    /// `vpmaddwd` lane adds 2 products of at most 128² into i32.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn block_avx2<const R: usize>(
-        x: *const i16,
-        xs: usize,
-        k: usize,
-        wp: *const u8,
-        out: *mut i32,
-        n: usize,
-        sums: *const i32,
-    ) {
-        // Lane 2m of acc[r][h] sums inputs 4t, 4t+1 of output 4h + m; lane 2m + 1 the
-        // inputs 4t + 2, 4t + 3.
+    unsafe fn block_avx2<const R: usize>(x: *const i16, xs: usize, k: usize, wp: *const i8, out: *mut i32, n: usize) {
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         let mut kk = 0;
         while kk < k {
             let g = wp.add(kk * 16);
-            let w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(g.cast()));
-            let w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(g.add(16).cast()));
+            let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(g.cast()));
+            let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(g.add(16).cast()));
             for (r, ar) in acc.iter_mut().enumerate() {
-                let xb = _mm256_set1_epi64x(x.add(r * xs + kk).cast::<i64>().read_unaligned());
+                let xb = _mm256_set1_epi32(x.add(r * xs + kk).cast::<i32>().read_unaligned());
                 ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(w0, xb));
                 ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(w1, xb));
             }
-            kk += 4;
+            kk += 2;
         }
         for (r, ar) in acc.iter().enumerate() {
-            // hadd gives outputs [0 1 4 5 | 2 3 6 7]; reorder the 64-bit pairs.
-            let s = _mm256_permute4x64_epi64::<0xD8>(_mm256_hadd_epi32(ar[0], ar[1]));
-            let corr = _mm256_set1_epi32((*sums.add(r)).wrapping_mul(128));
-            _mm256_storeu_si256(out.add(r * n).cast(), _mm256_sub_epi32(s, corr));
+            _mm256_storeu_si256(out.add(r * n).cast(), ar[0]);
+            _mm256_storeu_si256(out.add(r * n + 8).cast(), ar[1]);
         }
     }
 }
@@ -744,15 +721,22 @@ mod tests {
         fn i8(&mut self) -> i8 {
             (self.next() >> 56) as u8 as i8
         }
-        /// An activation in [-127, 127].
+        /// An activation (or consensus weight) in [-127, 127].
         fn act(&mut self) -> i8 {
             (((self.next() >> 32) % 255) as i32 - 127) as i8
         }
     }
 
+    /// A matrix packed for AVX2 (`check` repacks it for each backend).
     fn matrix(rows: usize, cols: usize, data: Vec<i8>) -> Matrix {
-        let packed = x86::pack(rows, cols, &data);
+        let packed = Backend::Avx2.pack(rows, cols, &data);
         Matrix { rows, cols, data, packed }
+    }
+
+    /// `w` with the layout of `b` (none if `w` has none).
+    fn packed_for(w: &Matrix, b: Backend) -> Matrix {
+        let packed = if w.packed.is_empty() { Vec::new() } else { b.pack(w.rows, w.cols, &w.data) };
+        Matrix { packed, ..w.clone() }
     }
 
     /// The real SIMD backends this CPU runs (besides the scalar reference).
@@ -767,20 +751,29 @@ mod tests {
         v
     }
 
-    /// Every kernel (real ones this CPU has, and the emulated VNNI one unless the
-    /// shape is too big for it) against the scalar loop.
+    /// Every kernel (real ones this CPU has, each on its own layout, and the
+    /// emulated VNNI one unless the shape is too big for it) against the scalar loop.
     fn check(rows: usize, x: &[i8], w: &Matrix, emulate: bool) {
         let mut want = vec![0i32; rows * w.rows];
         Backend::Scalar.matmul(x, rows, w, &mut want);
         // Unavailable backends fall back to the scalar loop: always safe to call.
         for b in [Backend::Avx2, Backend::Avx512Vnni] {
+            let wb = packed_for(w, b);
             let mut got = vec![1i32; rows * w.rows];
-            b.matmul(x, rows, w, &mut got);
+            b.matmul(x, rows, &wb, &mut got);
             assert!(got == want, "{b:?} rows={rows} n={} k={}", w.rows, w.cols);
+            // Another backend's layout is never misread: the scalar loop runs.
+            for other in [Backend::Avx2, Backend::Avx512Vnni] {
+                let mut got = vec![1i32; rows * w.rows];
+                other.matmul(x, rows, &wb, &mut got);
+                assert!(got == want, "{other:?} on {b:?} layout rows={rows} n={} k={}", w.rows, w.cols);
+            }
         }
-        if emulate {
+        // The emulated kernel is called directly: only on a VNNI-packed matrix.
+        let wv = packed_for(w, Backend::Avx512Vnni);
+        if emulate && x86::packed_ok_vnni(&wv) {
             let mut got = vec![1i32; rows * w.rows];
-            unsafe { emu::matmul_vnni(x, rows, w, &mut got) };
+            unsafe { emu::matmul_vnni(x, rows, &wv, &mut got) };
             assert!(got == want, "emulated vnni rows={rows} n={} k={}", w.rows, w.cols);
         }
     }
@@ -794,14 +787,15 @@ mod tests {
                     if rows * k > 300 * 1024 {
                         continue;
                     }
-                    let w = matrix(n, k, (0..n * k).map(|_| rng.i8()).collect());
+                    let w = matrix(n, k, (0..n * k).map(|_| rng.act()).collect());
+                    assert!(x86::packed_ok_avx2(&w) && x86::packed_ok_vnni(&packed_for(&w, Backend::Avx512Vnni)));
                     let x: Vec<i8> = (0..rows * k).map(|_| rng.act()).collect();
                     check(rows, &x, &w, rows * n * k <= 8 << 20);
                 }
             }
         }
         // Any i8 activation (-128 included) is exact too.
-        let w = matrix(32, 64, (0..32 * 64).map(|_| rng.i8()).collect());
+        let w = matrix(32, 64, (0..32 * 64).map(|_| rng.act()).collect());
         let x: Vec<i8> = (0..9 * 64).map(|_| rng.i8()).collect();
         check(9, &x, &w, true);
     }
@@ -809,14 +803,14 @@ mod tests {
     #[test]
     fn simd_matmul_matches_scalar_on_extreme_values() {
         for &(rows, n, k) in &[(1usize, 16usize, 4096usize), (3, 64, 4096), (64, 256, 1024), (7, 32, 16)] {
-            for &xv in &[-127i8, 127, -128, 0] {
-                for &wv in &[-128i8, 127, -127, 0] {
+            for &xv in &[-127i8, 127, -128, 0, 1, -1] {
+                for &wv in &[-128i8, 127, -127, 0, 1, -1] {
                     let w = matrix(n, k, vec![wv; n * k]);
                     let x = vec![xv; rows * k];
                     check(rows, &x, &w, rows * n * k <= 1 << 20);
                     for b in simd_backends() {
                         let mut out = vec![0i32; rows * n];
-                        b.matmul(&x, rows, &w, &mut out);
+                        b.matmul(&x, rows, &packed_for(&w, b), &mut out);
                         assert!(out.iter().all(|&o| o == xv as i32 * wv as i32 * k as i32));
                     }
                 }
@@ -824,21 +818,64 @@ mod tests {
         }
         // Alternating signs so that partial sums swing both ways.
         let (rows, n, k) = (5, 48, 4096);
-        let w = matrix(n, k, (0..n * k).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect());
+        let w = matrix(n, k, (0..n * k).map(|i| if i % 3 == 0 { -127 } else { 127 }).collect());
         let x: Vec<i8> = (0..rows * k).map(|i| if i % 2 == 0 { -127 } else { 127 }).collect();
         check(rows, &x, &w, true);
+        // Equal-sign neighbours: every pair sum at its largest (±2 · 128², where
+        // 16-bit sums would saturate), with zeros mixed in.
+        for (xa, xb) in [(-128i8, -128i8), (127, 127), (-127, -127), (-128, 127), (0, -128), (127, 0)] {
+            for (wa, wb) in [(127i8, 127i8), (-127, -127), (-128, -128), (127, -128), (0, 127), (-128, 0)] {
+                let (rows, n, k) = (6, 32, 256);
+                let w = matrix(n, k, (0..n * k).map(|i| if i % 2 == 0 { wa } else { wb }).collect());
+                let x: Vec<i8> = (0..rows * k).map(|i| if i % 2 == 0 { xa } else { xb }).collect();
+                check(rows, &x, &w, true);
+                let want = (xa as i32 * wa as i32 + xb as i32 * wb as i32) * (k as i32 / 2);
+                for b in simd_backends() {
+                    let mut out = vec![0i32; rows * n];
+                    b.matmul(&x, rows, &packed_for(&w, b), &mut out);
+                    assert!(out.iter().all(|&o| o == want), "{b:?} x=({xa},{xb}) w=({wa},{wb})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_matmul_is_exact_for_every_product() {
+        // w[j][p] runs through all 256 int8 weights in every output j; row p of x is
+        // one-hot at p with value xv, so out[p][j] = xv · w[j][p].
+        let (n, k) = (16usize, 256usize);
+        let wv = |j: usize, p: usize| ((p + 17 * j) % 256) as i32 - 128;
+        let w = matrix(n, k, (0..n * k).map(|i| wv(i / k, i % k) as i8).collect());
+        for xv in i8::MIN..=i8::MAX {
+            let mut x = vec![0i8; k * k];
+            for p in 0..k {
+                x[p * k + p] = xv;
+            }
+            for b in simd_backends() {
+                let mut out = vec![1i32; k * n];
+                b.matmul(&x, k, &packed_for(&w, b), &mut out);
+                for p in 0..k {
+                    for j in 0..n {
+                        assert_eq!(out[p * n + j], xv as i32 * wv(j, p), "{b:?} x={xv} p={p} j={j}");
+                    }
+                }
+            }
+            if xv % 32 == 0 {
+                check(k, &x, &w, true);
+            }
+        }
     }
 
     #[test]
     fn unpacked_or_odd_shapes_fall_back_to_scalar() {
         let mut rng = Rng(5);
         // 24 rows is no multiple of 16: nothing packed, the scalar loop runs.
-        let w = matrix(24, 8, (0..24 * 8).map(|_| rng.i8()).collect());
+        let w = matrix(24, 8, (0..24 * 8).map(|_| rng.act()).collect());
         assert!(w.packed.is_empty());
         let x: Vec<i8> = (0..3 * 8).map(|_| rng.act()).collect();
         check(3, &x, &w, false);
         // A matrix whose packed copy is missing.
-        let mut w = matrix(16, 16, (0..256).map(|_| rng.i8()).collect());
+        let mut w = matrix(16, 16, (0..256).map(|_| rng.act()).collect());
         w.packed.clear();
         let x: Vec<i8> = (0..2 * 16).map(|_| rng.act()).collect();
         check(2, &x, &w, false);
@@ -853,9 +890,13 @@ mod tests {
         if Backend::detect() == Backend::Scalar {
             assert!(l.w_up.packed.is_empty());
         } else {
-            assert_eq!(l.w_up.packed, x86::pack(l.w_up.rows, l.w_up.cols, &l.w_up.data));
+            assert_eq!(l.w_up.packed, Backend::detect().pack(l.w_up.rows, l.w_up.cols, &l.w_up.data));
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_up, &l.w_down] {
-                assert!(x86::packed_ok(w));
+                assert!(if Backend::detect() == Backend::Avx2 {
+                    x86::packed_ok_avx2(w)
+                } else {
+                    x86::packed_ok_vnni(w)
+                });
             }
         }
         assert_eq!(simd_backend_name() == "scalar", Backend::detect() == Backend::Scalar);
@@ -875,14 +916,16 @@ mod tests {
             (100, 64, 16),
             (8, 128, 64),
         ] {
-            for variant in 0..4 {
+            for variant in 0..5 {
                 let gen = |rng: &mut Rng| -> Vec<i8> {
                     (0..s * d)
                         .map(|_| match variant {
                             0 => rng.act(),
                             1 => 127,
                             2 => (rng.act() as i32 / 16) as i8,
-                            _ => [-127i8, 127, 0][(rng.next() % 3) as usize],
+                            3 => [-127i8, 127, 0][(rng.next() % 3) as usize],
+                            // Any int8, -128 included (outside the activation range).
+                            _ => rng.i8(),
                         })
                         .collect()
                 };

@@ -239,11 +239,11 @@ fn add_residual(x: &mut [i32], update: &[i32], shift: u32) {
 /// score_shift`; `w_j = exp2_weight(t_j)`; `r = 2^30 / Σ w` (floor);
 /// `p_j = min((w_j · r + 2^22) >> 23, 127)` (Q7 probability);
 /// `att_i = clamp_i8(round_shift(Σ_j p_j · v_j, PROB_BITS))`.
-fn attention(hd: usize, d: usize, first: usize, s: usize, sc: &mut Scratch, mut stats: Option<&mut LayerStats>) {
+fn attention(hd: usize, d: usize, first: usize, s: usize, sc: &mut Scratch, stats: Option<&mut LayerStats>) {
     if !sc.backend.attention(hd, d, first, s, &sc.q, &sc.k, &sc.v, &mut sc.att) {
         attention_scalar(hd, d, first, s, sc);
     }
-    if let Some(st) = stats.as_deref_mut() {
+    if let Some(st) = stats {
         record_acts(st, &sc.att[first * d..s * d]);
     }
 }
