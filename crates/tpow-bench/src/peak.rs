@@ -60,7 +60,15 @@ mod x86 {
 
     chains!("avx2", maddubs, __m256i, _mm256_setzero_si256(), _mm256_set1_epi8(1), maddubs_step, 32);
     chains!("avx2", madd, __m256i, _mm256_setzero_si256(), _mm256_set1_epi16(1), madd_step, 16);
-    chains!("avx512f,avx512bw,avx512vnni", dpbusd, __m512i, _mm512_setzero_si512(), _mm512_set1_epi8(1), dpbusd_step, 64);
+    chains!(
+        "avx512f,avx512bw,avx512vnni",
+        dpbusd,
+        __m512i,
+        _mm512_setzero_si512(),
+        _mm512_set1_epi8(1),
+        dpbusd_step,
+        64
+    );
 
     pub fn kernels() -> Vec<super::Kernel> {
         let mut v: Vec<super::Kernel> = Vec::new();
@@ -91,8 +99,5 @@ pub fn measure() -> Vec<Peak> {
     let kernels = x86::kernels();
     #[cfg(not(target_arch = "x86_64"))]
     let kernels: Vec<Kernel> = Vec::new();
-    kernels
-        .into_iter()
-        .map(|(name, f)| Peak { name, one_thread: rate(1, f), all_threads: rate(threads, f) })
-        .collect()
+    kernels.into_iter().map(|(name, f)| Peak { name, one_thread: rate(1, f), all_threads: rate(threads, f) }).collect()
 }
