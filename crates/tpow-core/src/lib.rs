@@ -22,6 +22,7 @@
 extern crate alloc;
 
 pub mod asert;
+pub mod body;
 pub mod chain;
 pub mod forward;
 pub mod hash;

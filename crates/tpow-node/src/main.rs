@@ -1,18 +1,36 @@
-//! `tpow-node`: the full node binary.
+//! `tpow-node`: the tpow full node.
 //!
-//! Today it has one job, `mine`: mine blocks on a fresh in-memory chain with the
-//! multi-threaded CPU miner, verify each one as an independent node would (cheap
-//! checks, then the forward pass), and print them. Networking, storage and the HTTP
-//! API come with the full node.
+//! - `run`: one node: redb store, libp2p network, optional CPU miner, HTTP API.
+//! - `devnet`: N mining nodes on loopback as child processes of this one.
+//! - `mine`: mine and verify blocks of a fresh in-memory chain (a demo and a
+//!   miner benchmark; touches no disk or network).
+//!
+//! Layering: pure logic (tpow-core, [`wire`], [`flyclient`], [`chain_state`]) is
+//! sans-io and unit-tested; [`service`], [`p2p`], [`http`] and [`mining`] are the
+//! I/O edges around it.
+
+mod chain_state;
+mod devnet;
+mod flyclient;
+mod http;
+mod mining;
+mod node;
+mod p2p;
+mod service;
+mod store;
+mod time;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use tpow_core::chain::InsertOutcome;
 use tpow_core::miner::{mine, MineJob, MineOutcome};
 use tpow_core::{ChainParams, HeaderChain, Model, ModelCache};
+
+use crate::time::now_ms;
 
 #[derive(Parser)]
 #[command(name = "tpow-node", version, about = "tpow full node (Transformer proof of work)")]
@@ -23,6 +41,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a full node.
+    Run(node::RunArgs),
+    /// Start N connected mining nodes on 127.0.0.1 (child processes); Ctrl-C stops all.
+    Devnet(devnet::DevnetArgs),
+    /// Test tool: connect to a node and gossip invalid blocks; exits 0 once the
+    /// node has disconnected (banned) us, 1 otherwise.
+    #[command(hide = true)]
+    Attack {
+        /// The node to attack.
+        #[arg(long)]
+        peer: libp2p::Multiaddr,
+        /// What to send.
+        #[arg(long, value_enum)]
+        kind: p2p::AttackKind,
+        /// Devnet genesis time of the node.
+        #[arg(long)]
+        genesis_time_ms: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Mine blocks on a fresh local chain with the CPU, verify and print each.
     Mine {
         /// Chain parameters: devnet or mainnet.
@@ -44,11 +83,8 @@ enum Command {
     },
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn parse_key(s: Option<&str>) -> Result<[u8; 32]> {
+/// Parses a 32-byte key from hex (`None` gives all zero).
+pub fn parse_key(s: Option<&str>) -> Result<[u8; 32]> {
     let Some(s) = s else { return Ok([0; 32]) };
     let bytes = hex::decode(s).context("miner key is not hex")?;
     bytes.try_into().map_err(|b: Vec<u8>| anyhow::anyhow!("miner key must be 32 bytes, got {}", b.len()))
@@ -78,7 +114,10 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
     );
     let mut chain = HeaderChain::new(params);
     let mut verifier = ModelCache::new();
-    println!("{:>6}  {:<16}  {:>10}  {:>9}  {:>8}  {:>10}  {:>9}", "height", "id", "bits", "attempts", "secs", "nonces/s", "verify ms");
+    println!(
+        "{:>6}  {:<16}  {:>10}  {:>9}  {:>8}  {:>10}  {:>9}",
+        "height", "id", "bits", "attempts", "secs", "nonces/s", "verify ms"
+    );
     let stop = AtomicBool::new(false);
     for _ in 0..blocks {
         let template = chain.next_template(key, [0; 32], now_ms());
@@ -96,15 +135,12 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
             bail!("miner stopped without a block");
         };
         let secs = started.elapsed().as_secs_f64();
-        let header = tpow_core::Header {
-            nonce: found.nonce,
-            output_digest: found.output_digest,
-            ..template
-        };
+        let header = tpow_core::Header { nonce: found.nonce, output_digest: found.output_digest, ..template };
         // Verify as a peer would, from scratch: cheap checks, model, forward pass.
         let verify_started = Instant::now();
         verifier = ModelCache::new();
-        let outcome = chain.submit_cpu(&header, now_ms(), &mut verifier).context("our own block failed verification")?;
+        let outcome =
+            chain.submit_cpu(&header, now_ms(), &mut verifier).context("our own block failed verification")?;
         let verify_ms = verify_started.elapsed().as_secs_f64() * 1e3;
         debug_assert!(matches!(outcome, InsertOutcome::NewTip { .. }));
         let n = attempts.load(Ordering::Relaxed);
@@ -128,13 +164,17 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Mine {
-            chain,
-            blocks,
-            threads,
-            miner_key,
-            genesis_time_ms,
-        } => {
+        Command::Run(args) => node::run(args),
+        Command::Devnet(args) => devnet::run(args),
+        Command::Attack { peer, kind, genesis_time_ms, seconds } => {
+            let mut params = ChainParams::devnet();
+            params.genesis_timestamp_ms = genesis_time_ms;
+            let rt = tokio::runtime::Runtime::new().context("runtime")?;
+            let banned = rt.block_on(p2p::attack(peer, &params, kind, std::time::Duration::from_secs(seconds)))?;
+            println!("{}", if banned { "disconnected by the peer" } else { "still connected" });
+            std::process::exit(if banned { 0 } else { 1 })
+        }
+        Command::Mine { chain, blocks, threads, miner_key, genesis_time_ms } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             mine_blocks(&chain, blocks, threads, parse_key(miner_key.as_deref())?, genesis_time_ms)
         }

@@ -1,0 +1,771 @@
+//! Buffers, pipelines and the dispatch sequence of one batched forward pass.
+
+use tpow_core::model::Matrix;
+use tpow_core::{Model, ModelSpec};
+
+use crate::context::GpuContext;
+use crate::shader::{self, entry, DotImpl, Rows, LINEAR_WG, MM_ROWS, MM_WG_X, MM_WG_Y};
+use crate::GpuError;
+
+/// The kernels, in the order of [`Kernels::pipes`].
+#[derive(Clone, Copy)]
+enum K {
+    Embed,
+    NormAll,
+    NormLast,
+    NormOut,
+    MmQkv,
+    AttnAll,
+    AttnLast,
+    MmWoAll,
+    MmWoLast,
+    MmUpAll,
+    MmUpLast,
+    MmDownAll,
+    MmDownLast,
+}
+
+const KERNELS: [(K, &str); 13] = [
+    (K::Embed, entry::EMBED),
+    (K::NormAll, entry::NORM_ALL),
+    (K::NormLast, entry::NORM_LAST),
+    (K::NormOut, entry::NORM_OUT),
+    (K::MmQkv, entry::MM_QKV),
+    (K::AttnAll, entry::ATTN_ALL),
+    (K::AttnLast, entry::ATTN_LAST),
+    (K::MmWoAll, entry::MM_WO_ALL),
+    (K::MmWoLast, entry::MM_WO_LAST),
+    (K::MmUpAll, entry::MM_UP_ALL),
+    (K::MmUpLast, entry::MM_UP_LAST),
+    (K::MmDownAll, entry::MM_DOWN_ALL),
+    (K::MmDownLast, entry::MM_DOWN_LAST),
+];
+
+struct Kernels {
+    layout: wgpu::BindGroupLayout,
+    pipes: Vec<wgpu::ComputePipeline>,
+}
+
+impl Kernels {
+    fn get(&self, k: K) -> &wgpu::ComputePipeline {
+        &self.pipes[k as usize]
+    }
+}
+
+/// The bind group layout every kernel shares: a uniform, three read-only and one
+/// writable storage buffer (see `shader.rs`).
+pub(crate) fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 5] {
+    let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    [
+        wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        },
+        storage(1, true),
+        storage(2, true),
+        storage(3, true),
+        storage(4, false),
+    ]
+}
+
+/// Compiles `source` and creates one pipeline per entry point in `entries`.
+pub(crate) fn build_pipelines(
+    ctx: &GpuContext,
+    source: &str,
+    entries: &[&str],
+) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+    let device = &ctx.device;
+    let layout = device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some("tpow"), entries: &layout_entries() });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("tpow"),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("tpow forward"),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipes = entries
+        .iter()
+        .map(|name| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(name),
+                // Every variable is written before it is read.
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })
+        .collect();
+    (layout, pipes)
+}
+
+/// One model's weights, laid out for the kernels.
+struct Weights {
+    prev_id: [u8; 32],
+    tok_emb: wgpu::Buffer,
+    pos_emb: wgpu::Buffer,
+    /// Per layer: q|k|v concatenated, attention output, MLP up, MLP down.
+    layers: Vec<[wgpu::Buffer; 4]>,
+}
+
+/// Per-batch buffers, sized for `capacity` items.
+struct Batch {
+    params: wgpu::Buffer,
+    dummy: wgpu::Buffer,
+    /// GELU and 2^-x tables ([`shader::tables`]).
+    tables: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    x: wgpu::Buffer,
+    h: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    att: wgpu::Buffer,
+    up: wgpu::Buffer,
+    out: wgpu::Buffer,
+    /// Two read-back buffers, so that one batch's results can be read while the next
+    /// batch runs (the other buffers are reused in queue order and need no copy).
+    readback: [wgpu::Buffer; 2],
+}
+
+struct Binds {
+    embed: wgpu::BindGroup,
+    norm: wgpu::BindGroup,
+    out: wgpu::BindGroup,
+    attn: wgpu::BindGroup,
+    /// Per layer: qkv, wo, up, down.
+    layers: Vec<[wgpu::BindGroup; 4]>,
+}
+
+/// Bytes per batch item of each per-batch buffer; the largest bounds the batch size.
+fn item_bytes(spec: &ModelSpec) -> [u64; 7] {
+    let (s, d, f) = (spec.seq_len as u64, spec.d_model as u64, spec.d_ffn as u64);
+    [
+        s * 4,     // tokens
+        s * d * 4, // x (i32)
+        s * d,     // h
+        3 * s * d, // qkv
+        s * d,     // att
+        s * f,     // up
+        d,         // out
+    ]
+}
+
+/// The largest batch the device's limits allow for `spec` (0 if not even one item fits).
+pub(crate) fn max_batch(spec: &ModelSpec, limits: &wgpu::Limits) -> u32 {
+    let per_buffer = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    let biggest = item_bytes(spec).into_iter().max().unwrap_or(1).max(1);
+    let by_memory = per_buffer / biggest;
+    // Matrix-product grids: rows / (MM_ROWS * MM_WG_Y) workgroups along y.
+    let max_wg = limits.max_compute_workgroups_per_dimension as u64;
+    let by_grid = max_wg * (MM_ROWS * MM_WG_Y) as u64 / spec.seq_len as u64;
+    by_memory.min(by_grid).min(u32::MAX as u64) as u32
+}
+
+/// A 1-D kernel over `threads` invocations as a 2-D grid of `LINEAR_WG`-wide groups.
+fn linear_grid(threads: u32, max_dim: u32) -> (u32, u32) {
+    let groups = threads.div_ceil(LINEAR_WG).max(1);
+    let x = groups.min(max_dim);
+    (x, groups.div_ceil(x))
+}
+
+fn mm_grid(n: u32, rows: u32) -> (u32, u32) {
+    ((n / 4).div_ceil(MM_WG_X), rows.div_ceil(MM_ROWS * MM_WG_Y))
+}
+
+/// Row-major weights as packed int8 words (four consecutive weights per word, the
+/// first in the low byte; GPU buffers are little-endian).
+fn row_major(m: &Matrix) -> Vec<u8> {
+    m.data.iter().map(|&v| v as u8).collect()
+}
+
+/// Stacked matrices (same `cols`) packed k-major: word `k * n + j` holds weights
+/// `4k..4k+4` of output row `j`, so one invocation's four outputs are one 16-byte load.
+fn k_major(ms: &[&Matrix]) -> Vec<u8> {
+    let cols = ms[0].cols;
+    let n: usize = ms.iter().map(|m| m.rows).sum();
+    let mut out = vec![0u8; n * cols];
+    let mut j = 0;
+    for m in ms {
+        debug_assert_eq!(m.cols, cols);
+        for r in 0..m.rows {
+            let row = m.row(r);
+            for k in 0..cols / 4 {
+                let dst = (k * n + j) * 4;
+                for t in 0..4 {
+                    out[dst + t] = row[4 * k + t] as u8;
+                }
+            }
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A submitted batch: where its output will be and which submission writes it.
+pub(crate) struct Pending {
+    slot: usize,
+    out_len: u64,
+    index: wgpu::SubmissionIndex,
+}
+
+/// The batched forward pass for one model shape.
+pub(crate) struct Engine {
+    ctx: GpuContext,
+    spec: ModelSpec,
+    capacity: u32,
+    max_dim: u32,
+    kernels: Kernels,
+    batch: Batch,
+    weights: Option<Weights>,
+    binds: Option<Binds>,
+}
+
+impl Engine {
+    /// Compiles the kernels for `spec` and allocates buffers for up to `capacity`
+    /// items (fewer if the device's limits demand it).
+    pub(crate) async fn new(ctx: &GpuContext, spec: &ModelSpec, capacity: u32, dot: DotImpl) -> Result<Self, GpuError> {
+        spec.validate()?;
+        let limits = ctx.limits();
+        let fit = max_batch(spec, &limits);
+        if fit == 0 {
+            return Err(GpuError::UnsupportedLimits(format!(
+                "one item needs {} bytes per buffer; max_storage_buffer_binding_size is {}",
+                item_bytes(spec).into_iter().max().unwrap_or(0),
+                limits.max_storage_buffer_binding_size
+            )));
+        }
+        let (d, f, v) = (spec.d_model as u64, spec.d_ffn as u64, spec.vocab as u64);
+        let biggest_matrix = (3 * d * d).max(f * d).max(v * d);
+        if biggest_matrix > limits.max_storage_buffer_binding_size {
+            return Err(GpuError::UnsupportedLimits(format!(
+                "a weight matrix of {biggest_matrix} bytes exceeds max_storage_buffer_binding_size {}",
+                limits.max_storage_buffer_binding_size
+            )));
+        }
+        if limits.max_compute_invocations_per_workgroup < LINEAR_WG
+            || limits.max_compute_workgroup_size_x < LINEAR_WG
+            || limits.max_storage_buffers_per_shader_stage < 4
+        {
+            return Err(GpuError::UnsupportedLimits(
+                "needs 64-invocation workgroups and 4 storage buffers per stage".into(),
+            ));
+        }
+        let capacity = capacity.clamp(1, fit);
+        let source = shader::forward_module(spec, dot);
+        let entries: Vec<&str> = KERNELS.iter().map(|(_, n)| *n).collect();
+        let (layout, pipes) = ctx.scoped(|| build_pipelines(ctx, &source, &entries)).await?;
+        let batch = ctx.scoped(|| Self::alloc_batch(ctx, spec, capacity)).await?;
+        Ok(Engine {
+            ctx: ctx.clone(),
+            spec: *spec,
+            capacity,
+            max_dim: limits.max_compute_workgroups_per_dimension,
+            kernels: Kernels { layout, pipes },
+            batch,
+            weights: None,
+            binds: None,
+        })
+    }
+
+    fn alloc_batch(ctx: &GpuContext, spec: &ModelSpec, capacity: u32) -> Batch {
+        let dev = &ctx.device;
+        let b = capacity as u64;
+        let [tokens, x, h, qkv, att, up, out] = item_bytes(spec);
+        let mk = |label, size: u64, usage| {
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+        };
+        let st = wgpu::BufferUsages::STORAGE;
+        let cd = wgpu::BufferUsages::COPY_DST;
+        let table_bytes = shader::tables();
+        let tables = mk("tables", table_bytes.len() as u64, st | cd);
+        ctx.queue.write_buffer(&tables, 0, &table_bytes);
+        Batch {
+            params: mk("params", 16, wgpu::BufferUsages::UNIFORM | cd),
+            dummy: mk("dummy", 16, st),
+            tables,
+            tokens: mk("tokens", b * tokens, st | cd),
+            x: mk("x", b * x, st),
+            h: mk("h", b * h, st),
+            qkv: mk("qkv", b * qkv, st),
+            att: mk("att", b * att, st),
+            up: mk("up", b * up, st),
+            out: mk("out", b * out, st | wgpu::BufferUsages::COPY_SRC),
+            readback: [0, 1].map(|_| mk("readback", b * out, wgpu::BufferUsages::MAP_READ | cd)),
+        }
+    }
+
+    /// The model shape.
+    pub(crate) fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Items per dispatch.
+    pub(crate) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The previous block id of the loaded model.
+    pub(crate) fn loaded(&self) -> Option<[u8; 32]> {
+        self.weights.as_ref().map(|w| w.prev_id)
+    }
+
+    /// Uploads `model`'s weights (its spec must be this engine's). Returns when the
+    /// upload has reached the device (natively), so it can be timed.
+    pub(crate) async fn set_model(&mut self, model: &Model) -> Result<(), GpuError> {
+        if model.spec != self.spec {
+            return Err(GpuError::Validation("model spec differs from the engine's".into()));
+        }
+        // Drop the old weights first so two models never coexist on the device.
+        self.binds = None;
+        self.weights = None;
+        let ctx = self.ctx.clone();
+        let weights = ctx.scoped(|| Self::upload(&ctx, model)).await?;
+        let binds = ctx.scoped(|| self.bind(&weights)).await?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ctx.queue.submit([]);
+            ctx.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| ctx.check().err().unwrap_or(GpuError::Map(e.to_string())))?;
+        }
+        ctx.check()?;
+        self.weights = Some(weights);
+        self.binds = Some(binds);
+        Ok(())
+    }
+
+    fn upload(ctx: &GpuContext, model: &Model) -> Weights {
+        let mk = |label: &str, bytes: &[u8]| {
+            let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.len() as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            ctx.queue.write_buffer(&buf, 0, bytes);
+            buf
+        };
+        Weights {
+            prev_id: model.prev_id,
+            tok_emb: mk("tok_emb", &row_major(&model.tok_emb)),
+            pos_emb: mk("pos_emb", &row_major(&model.pos_emb)),
+            layers: model
+                .layers
+                .iter()
+                .map(|l| {
+                    [
+                        mk("wqkv", &k_major(&[&l.wq, &l.wk, &l.wv])),
+                        mk("wo", &k_major(&[&l.wo])),
+                        mk("w_up", &k_major(&[&l.w_up])),
+                        mk("w_down", &k_major(&[&l.w_down])),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    fn bind(&self, w: &Weights) -> Binds {
+        let b = &self.batch;
+        let group = |a: &wgpu::Buffer, bb: &wgpu::Buffer, c: &wgpu::Buffer, dst: &wgpu::Buffer| {
+            let bufs = [&b.params, a, bb, c, dst];
+            let entries: Vec<wgpu::BindGroupEntry> = bufs
+                .iter()
+                .enumerate()
+                .map(|(i, buf)| wgpu::BindGroupEntry { binding: i as u32, resource: buf.as_entire_binding() })
+                .collect();
+            self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &self.kernels.layout,
+                entries: &entries,
+            })
+        };
+        let dm = &b.dummy;
+        Binds {
+            embed: group(&b.tokens, &w.tok_emb, &w.pos_emb, &b.x),
+            norm: group(&b.x, dm, dm, &b.h),
+            out: group(&b.x, dm, dm, &b.out),
+            attn: group(&b.qkv, dm, &b.tables, &b.att),
+            layers: w
+                .layers
+                .iter()
+                .map(|[qkv, wo, up, down]| {
+                    [
+                        group(&b.h, qkv, dm, &b.qkv),
+                        group(&b.att, wo, dm, &b.x),
+                        group(&b.h, up, &b.tables, &b.up),
+                        group(&b.up, down, dm, &b.x),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// Queues the forward pass on `n` items (`tokens`: `n * seq_len` token ids),
+    /// its output copied to read-back buffer `slot` (0 or 1); collect it with
+    /// [`Engine::read`]. Two batches may be in flight in different slots.
+    pub(crate) async fn submit(&mut self, tokens: &[u32], n: u32, slot: usize) -> Result<Pending, GpuError> {
+        let binds = self.binds.as_ref().ok_or(GpuError::NoModel)?;
+        assert!(n >= 1 && n <= self.capacity, "batch of {n} items");
+        assert_eq!(tokens.len(), (n * self.spec.seq_len) as usize);
+        let out_len = n as u64 * self.spec.d_model as u64;
+        let ctx = self.ctx.clone();
+        let readback = &self.batch.readback[slot];
+        let index = ctx
+            .scoped(|| {
+                // Queue writes land before the next submission and after earlier ones,
+                // so reusing these buffers for consecutive batches is safe.
+                let q = &ctx.queue;
+                q.write_buffer(&self.batch.params, 0, &params_bytes(n));
+                let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+                q.write_buffer(&self.batch.tokens, 0, &bytes);
+                let mut enc =
+                    ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tpow forward") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("tpow forward"),
+                        timestamp_writes: None,
+                    });
+                    self.encode(&mut pass, binds, n);
+                }
+                enc.copy_buffer_to_buffer(&self.batch.out, 0, readback, 0, out_len);
+                q.submit([enc.finish()])
+            })
+            .await?;
+        Ok(Pending { slot, out_len, index })
+    }
+
+    /// The `n * d_model` output bytes (int8, two's complement, item by item) of a
+    /// submitted batch; waits for it.
+    pub(crate) async fn read(&mut self, p: Pending) -> Result<Vec<u8>, GpuError> {
+        let buf = &self.batch.readback[p.slot];
+        self.ctx.map_read(buf, p.out_len, p.index).await?;
+        let bytes =
+            buf.get_mapped_range(..p.out_len).map(|view| view.to_vec()).map_err(|e| GpuError::Map(e.to_string()));
+        buf.unmap();
+        bytes
+    }
+
+    fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binds: &Binds, n: u32) {
+        for (kern, bg, (x, y)) in self.plan(binds, n) {
+            pass.set_pipeline(self.kernels.get(kern));
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+    }
+
+    /// The dispatches of one forward pass over `n` items, in order: kernel, bind
+    /// group, grid.
+    fn plan<'b>(&self, binds: &'b Binds, n: u32) -> Vec<(K, &'b wgpu::BindGroup, (u32, u32))> {
+        let spec = &self.spec;
+        let (s, d, f) = (spec.seq_len, spec.d_model, spec.d_ffn);
+        let linear = |threads: u32| linear_grid(threads, self.max_dim);
+        let mut ops = Vec::with_capacity(2 + 7 * binds.layers.len());
+        ops.push((K::Embed, &binds.embed, linear(n * s * d / 4)));
+        let n_layers = binds.layers.len();
+        for (l, [qkv, wo, up, down]) in binds.layers.iter().enumerate() {
+            let rows = if l + 1 == n_layers { Rows::Last } else { Rows::All };
+            let r = n * rows.per_item(spec);
+            let (attn, k_wo, norm, k_up, k_down) = match rows {
+                Rows::All => (K::AttnAll, K::MmWoAll, K::NormAll, K::MmUpAll, K::MmDownAll),
+                Rows::Last => (K::AttnLast, K::MmWoLast, K::NormLast, K::MmUpLast, K::MmDownLast),
+            };
+            // Keys and values are needed at every position, even in the last block.
+            ops.push((K::NormAll, &binds.norm, linear(n * s)));
+            ops.push((K::MmQkv, qkv, mm_grid(3 * d, n * s)));
+            ops.push((attn, &binds.attn, linear(n * spec.n_heads * rows.per_item(spec))));
+            ops.push((k_wo, wo, mm_grid(d, r)));
+            ops.push((norm, &binds.norm, linear(r)));
+            ops.push((k_up, up, mm_grid(f, r)));
+            ops.push((k_down, down, mm_grid(d, r)));
+        }
+        ops.push((K::NormOut, &binds.out, linear(n)));
+        ops
+    }
+
+    /// Wall time of each dispatch of one forward pass over `n` items, each submitted
+    /// and waited for alone (for profiling; includes per-submit overhead).
+    #[cfg(test)]
+    fn profile(&self, n: u32) -> Vec<(&'static str, std::time::Duration)> {
+        let Some(binds) = self.binds.as_ref() else {
+            return Vec::new();
+        };
+        self.ctx.queue.write_buffer(&self.batch.params, 0, &params_bytes(n));
+        self.plan(binds, n)
+            .into_iter()
+            .map(|(kern, bg, (x, y))| {
+                let t = std::time::Instant::now();
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(self.kernels.get(kern));
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+                let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+                (KERNELS[kern as usize].1, t.elapsed())
+            })
+            .collect()
+    }
+}
+
+fn params_bytes(n: u32) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..4].copy_from_slice(&n.to_le_bytes());
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_major_layout() {
+        let m = Matrix { rows: 2, cols: 8, data: (0..16).collect(), packed: Vec::new() };
+        // word k*n + j = weights 4k..4k+4 of row j.
+        assert_eq!(k_major(&[&m]), vec![0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn batch_limits() {
+        let limits = wgpu::Limits::defaults();
+        // Mainnet: the x and up buffers take 64 KiB per item; 128 MiB binding limit.
+        assert_eq!(max_batch(&ModelSpec::MAINNET, &limits), 2048);
+        assert!(max_batch(&ModelSpec::DEVNET, &limits) >= 16384);
+        let mut tiny = limits.clone();
+        tiny.max_storage_buffer_binding_size = 1024;
+        assert_eq!(max_batch(&ModelSpec::MAINNET, &tiny), 0);
+    }
+
+    #[test]
+    fn grids_cover_their_threads() {
+        assert_eq!(linear_grid(1, 65535), (1, 1));
+        assert_eq!(linear_grid(64 * 70000, 65535), (65535, 2));
+        assert_eq!(mm_grid(64, 1), (1, 1));
+        assert_eq!(mm_grid(768, 64 * 256), (12, 1024));
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+
+    /// The device, or `None` (test skipped) when there is none and
+    /// `TPOW_GPU_TESTS=skip`; a missing adapter otherwise fails, as in tests/common.
+    fn gpu() -> Option<GpuContext> {
+        match GpuContext::new_blocking(&crate::GpuOptions::default()) {
+            Ok(ctx) => Some(ctx),
+            Err(e) if std::env::var("TPOW_GPU_TESTS").as_deref() == Ok("skip") => {
+                eprintln!("no GPU ({e}): skipped");
+                None
+            }
+            Err(e) => panic!("no GPU adapter: {e} (install mesa-vulkan-drivers, or TPOW_GPU_TESTS=skip)"),
+        }
+    }
+
+    fn buffer(ctx: &GpuContext, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let b = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes.len().max(16) as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&b, 0, bytes);
+        b
+    }
+
+    /// With the grid's per-dimension limit forced down to 2 workgroups, the 1-D
+    /// kernels run on 2-D grids (as a batch of 16k devnet items would on any GPU); the
+    /// results must not change.
+    #[test]
+    fn two_dimensional_grids_are_exact() {
+        let Some(ctx) = gpu() else { return };
+        let spec = ModelSpec::DEVNET;
+        let model = Model::derive(&spec, &[5; 32]).expect("spec");
+        let mut e = pollster::block_on(Engine::new(&ctx, &spec, 9, DotImpl::Unpacked)).expect("engine");
+        pollster::block_on(e.set_model(&model)).expect("upload");
+        e.max_dim = 2;
+        assert!(e.plan(e.binds.as_ref().expect("bound"), 9).iter().any(|op| op.2 .1 > 1));
+        let template = [1u8; 152];
+        let mut ids = Vec::new();
+        let mut tokens = vec![0u16; spec.seq_len as usize];
+        for nonce in 0..9 {
+            tpow_core::puzzle::input_tokens(&spec, &template, nonce, &mut tokens);
+            ids.extend(tokens.iter().map(|&t| t as u32));
+        }
+        let p = pollster::block_on(e.submit(&ids, 9, 1)).expect("submit");
+        let got = pollster::block_on(e.read(p)).expect("read");
+        let mut solver = tpow_core::puzzle::Solver::new(&model);
+        for (nonce, out) in got.chunks_exact(spec.d_model as usize).enumerate() {
+            let want: Vec<u8> = solver.output(&template, nonce as u64).iter().map(|&v| v as u8).collect();
+            assert_eq!(out, want.as_slice(), "nonce {nonce}");
+        }
+    }
+
+    /// The shift-subtract division and the bitwise square root of the kernels agree
+    /// with Rust's `/` and `tpow_core`'s `isqrt` on edge cases and on every argument
+    /// pattern the forward pass produces.
+    #[test]
+    fn udiv_and_isqrt_match_rust() {
+        let Some(ctx) = gpu() else { return };
+        let mut pairs: Vec<(u32, u32)> = vec![
+            (0, 1),
+            (1, 1),
+            (u32::MAX, 1),
+            (u32::MAX, 2),
+            (u32::MAX, (1 << 31) - 1),
+            (5, 7),
+            (1 << 30, 3),
+            ((1 << 31) + 5, 1 << 30),
+        ];
+        // RMS norm: 2^(b+14) / r for r in 1..=2^15 with b = bit_length(r).
+        pairs.extend((1u32..=1 << 15).map(|r| (1 << (32 - r.leading_zeros() + 14), r)));
+        // Softmax: 2^30 / sum, sum in 2^15..2^25.
+        pairs.extend((0..20_000u32).map(|i| (1 << 30, (1 << 15) + i * 1657)));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d = ((x >> 32) as u32 >> (x % 31)).max(1) & 0x7fff_ffff;
+            pairs.push((x as u32, d.max(1)));
+        }
+        let input: Vec<u8> = pairs.iter().flat_map(|&(n, d)| [n.to_le_bytes(), d.to_le_bytes()]).flatten().collect();
+        let src = shader::arith_test_module();
+        let (layout, pipes) = build_pipelines(&ctx, &src, &["arith"]);
+        let st = wgpu::BufferUsages::STORAGE;
+        let n = pairs.len() as u32;
+        let params = buffer(&ctx, &params_bytes(n), wgpu::BufferUsages::UNIFORM);
+        let a = buffer(&ctx, &input, st);
+        let dummy = buffer(&ctx, &[], st);
+        let out = buffer(&ctx, &vec![0; input.len()], st | wgpu::BufferUsages::COPY_SRC);
+        let read = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: input.len() as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bufs = [&params, &a, &dummy, &dummy, &out];
+        let entries: Vec<wgpu::BindGroupEntry> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipes[0]);
+            pass.set_bind_group(0, &bg, &[]);
+            let (gx, gy) = linear_grid(n, 65535);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        enc.copy_buffer_to_buffer(&out, 0, &read, 0, input.len() as u64);
+        let index = ctx.queue.submit([enc.finish()]);
+        pollster::block_on(ctx.map_read(&read, input.len() as u64, index)).expect("map");
+        let got: Vec<u32> = read
+            .get_mapped_range(..)
+            .expect("mapped")
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        for (i, &(n, d)) in pairs.iter().enumerate() {
+            assert_eq!(got[2 * i], n / d, "udiv({n}, {d})");
+            assert_eq!(got[2 * i + 1], tpow_core::forward::ops::isqrt(n), "isqrt({n})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    /// Where the time of a mainnet forward pass goes (lavapipe: CPU time).
+    #[test]
+    #[ignore]
+    fn profile_mainnet() {
+        let ctx = GpuContext::new_blocking(&crate::GpuOptions::default()).expect("gpu");
+        let spec = ModelSpec::MAINNET;
+        let model = Model::derive(&spec, &[3; 32]).expect("spec");
+        let mut e = pollster::block_on(Engine::new(&ctx, &spec, 8, DotImpl::Packed)).expect("engine");
+        pollster::block_on(e.set_model(&model)).expect("upload");
+        let _ = e.profile(8);
+        let mut total: std::collections::BTreeMap<&str, std::time::Duration> = Default::default();
+        for (name, t) in e.profile(8) {
+            *total.entry(name).or_default() += t;
+        }
+        for (name, t) in total {
+            eprintln!("{name}: {t:?}");
+        }
+    }
+
+    /// Times the first dispatch (where lavapipe JIT-compiles) of each kernel.
+    #[test]
+    #[ignore]
+    fn first_dispatch_times() {
+        let ctx = GpuContext::new_blocking(&crate::GpuOptions::default()).expect("gpu");
+        let spec = ModelSpec::DEVNET;
+        let src = shader::forward_module(&spec, DotImpl::Packed);
+        for (_, name) in KERNELS {
+            let (layout, pipes) = build_pipelines(&ctx, &src, &[name]);
+            let mk = |size: u64, usage| {
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let st = wgpu::BufferUsages::STORAGE;
+            let params = mk(16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+            ctx.queue.write_buffer(&params, 0, &params_bytes(1));
+            let bufs = [params, mk(1 << 20, st), mk(1 << 20, st), mk(1 << 20, st), mk(1 << 20, st)];
+            let entries: Vec<wgpu::BindGroupEntry> = bufs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                .collect();
+            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+            let t = std::time::Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipes[0]);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+            eprintln!("{name}: {:?}", t.elapsed());
+        }
+    }
+}

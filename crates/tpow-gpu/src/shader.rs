@@ -1,0 +1,566 @@
+//! WGSL source of the forward pass, generated per model shape.
+//!
+//! Every constant of the forward pass (shapes, shifts) is written into the source
+//! from `tpow-core`, and the GELU and 2^-x tables are uploaded from its constants
+//! ([`tables`]), so the kernels cannot drift from the reference: change a constant
+//! there and the GPU follows. The kernels mirror `tpow_core::forward` line by line;
+//! the comments there are the specification.
+//!
+//! Portability rules (the reason for several odd-looking choices below):
+//! - only i32/u32 arithmetic: no floats, no 64-bit integers, no atomics;
+//! - no i32 `/` or `%` (one driver got them wrong); every index division is by a
+//!   power of two and written as a shift or mask, and the two real divisions of the
+//!   forward pass (RMS norm and softmax) go through `udiv`, a shift-subtract loop
+//!   that only uses shifts, compares and subtractions;
+//! - int8 values travel packed four to a `u32`; lanes are unpacked with
+//!   `extractBits` on an `i32`, which sign-extends;
+//! - every reduction is a sequential loop in one invocation, so the summation order
+//!   is fixed (integer sums are exact anyway: the bounds in `tpow_core::forward::ops`
+//!   exclude overflow).
+//!
+//! All entry points share one bind group layout (a uniform and four storage
+//! buffers), so one pipeline layout serves them all and no two entry points declare
+//! different variables at the same binding.
+
+use core::fmt::Write;
+
+use tpow_core::forward::ops::{
+    act_shift, residual_shift, score_shift, ACT_MAX, EMBED_SHIFT, GELU_TABLE, NORM_RMS_LOG2, POW2_FRAC, PROB_BITS,
+    RESIDUAL_MAX,
+};
+use tpow_core::ModelSpec;
+
+/// Word offset of the GELU table in the tables buffer ([`tables`]).
+const GELU_AT: u32 = 0;
+/// Word offset of the 2^(-f/16) table in the tables buffer.
+const POW2_AT: u32 = 256;
+
+/// The lookup tables of the forward pass, as the kernels read them (binding `in_c` of
+/// the MLP-up and attention kernels): `GELU_TABLE` then `POW2_FRAC`, one i32 per
+/// entry, straight from `tpow-core`'s constants.
+///
+/// Why a buffer and not a `const` array in the WGSL: indexing a WGSL `const` array
+/// with a runtime value makes naga copy the whole array into a local variable at each
+/// use, which costs local memory on GPUs and took lavapipe's LLVM 150 s to compile for
+/// the 16 GELU lookups of one MLP kernel. A small storage buffer is cached like any
+/// other read and is just as impossible to drift from the reference.
+pub(crate) fn tables() -> Vec<u8> {
+    GELU_TABLE.iter().map(|&v| v as i32).chain(POW2_FRAC).flat_map(i32::to_le_bytes).collect()
+}
+
+/// Invocations per workgroup of the one-dimensional kernels.
+pub(crate) const LINEAR_WG: u32 = 64;
+/// Workgroup shape of the matrix products: x over groups of 4 outputs, y over row tiles.
+pub(crate) const MM_WG_X: u32 = 16;
+/// See [`MM_WG_X`].
+pub(crate) const MM_WG_Y: u32 = 4;
+/// Input rows per matrix-product invocation (each row's 4 outputs reuse one weight load).
+pub(crate) const MM_ROWS: u32 = 4;
+
+/// How the shader multiplies packed int8 vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DotImpl {
+    /// WGSL's `dot4I8Packed` (language extension `packed_4x8_integer_dot_product`).
+    Packed,
+    /// Four `extractBits` products: exact on every adapter.
+    Unpacked,
+}
+
+/// Which rows of each batch item a kernel touches: all `seq_len` positions, or only
+/// the last one (the last block needs nothing else beyond its keys and values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    All,
+    Last,
+}
+
+impl Rows {
+    fn suffix(self) -> &'static str {
+        match self {
+            Rows::All => "all",
+            Rows::Last => "last",
+        }
+    }
+
+    /// Rows per batch item.
+    pub(crate) fn per_item(self, spec: &ModelSpec) -> u32 {
+        match self {
+            Rows::All => spec.seq_len,
+            Rows::Last => 1,
+        }
+    }
+}
+
+/// Entry point names, shared with the host code.
+pub(crate) mod entry {
+    pub const EMBED: &str = "embed";
+    pub const NORM_ALL: &str = "norm_all";
+    pub const NORM_LAST: &str = "norm_last";
+    pub const NORM_OUT: &str = "norm_out";
+    pub const MM_QKV: &str = "mm_qkv";
+    pub const ATTN_ALL: &str = "attn_all";
+    pub const ATTN_LAST: &str = "attn_last";
+    pub const MM_WO_ALL: &str = "mm_wo_all";
+    pub const MM_WO_LAST: &str = "mm_wo_last";
+    pub const MM_UP_ALL: &str = "mm_up_all";
+    pub const MM_UP_LAST: &str = "mm_up_last";
+    pub const MM_DOWN_ALL: &str = "mm_down_all";
+    pub const MM_DOWN_LAST: &str = "mm_down_last";
+}
+
+/// What a matrix product does with its i32 results.
+enum Epilogue {
+    /// `clamp_i8(round_shift(acc, shift))`, optionally through the GELU table, packed.
+    Act { shift: u32, gelu: bool },
+    /// `x = clamp(x + round_shift(acc, shift), ±RESIDUAL_MAX)` into the residual stream.
+    Residual { shift: u32 },
+}
+
+fn log2(v: u32) -> u32 {
+    debug_assert!(v.is_power_of_two());
+    v.trailing_zeros()
+}
+
+/// The complete WGSL module for `spec` (the spec must be valid).
+pub(crate) fn forward_module(spec: &ModelSpec, dot: DotImpl) -> String {
+    let (s, d, f) = (spec.seq_len, spec.d_model, spec.d_ffn);
+    let hd = d / spec.n_heads;
+    let mut w = String::with_capacity(32 * 1024);
+    if dot == DotImpl::Packed {
+        w.push_str("requires packed_4x8_integer_dot_product;\n\n");
+    }
+    let _ = write!(
+        w,
+        "// Generated by tpow-gpu from tpow-core's constants; do not edit.
+const S: u32 = {s}u;
+const LOG2_S: u32 = {log2_s}u;
+const D: u32 = {d}u;
+const D4: u32 = {d4}u;
+const LOG2_D: u32 = {log2_d}u;
+const LOG2_D4: u32 = {log2_d4}u;
+const QKV4: u32 = {qkv4}u;
+const NH: u32 = {nh}u;
+const LOG2_NH: u32 = {log2_nh}u;
+const HD: u32 = {hd}u;
+const HD4: u32 = {hd4}u;
+const VOCAB_MASK: u32 = {vmask}u;
+const EMBED_SHIFT: u32 = {EMBED_SHIFT}u;
+const NORM_RMS_LOG2: u32 = {NORM_RMS_LOG2}u;
+const SCORE_SHIFT: u32 = {score_shift}u;
+const PROB_BITS: u32 = {PROB_BITS}u;
+const ACT_MAX: i32 = {ACT_MAX}i;
+const RESIDUAL_MAX: i32 = {RESIDUAL_MAX}i;
+const LINEAR_WG: u32 = {LINEAR_WG}u;
+const GELU_AT: u32 = {gelu_at}u;
+const POW2_AT: u32 = {pow2_at}u;
+",
+        log2_s = log2(s),
+        d4 = d / 4,
+        log2_d = log2(d),
+        log2_d4 = log2(d / 4),
+        qkv4 = 3 * d / 4,
+        nh = spec.n_heads,
+        log2_nh = log2(spec.n_heads),
+        hd4 = hd / 4,
+        vmask = spec.vocab - 1,
+        score_shift = score_shift(hd as usize),
+        gelu_at = GELU_AT,
+        pow2_at = POW2_AT,
+    );
+    // Head widths of 4..=64 give HD4 >= 1; every other dimension is a power of two >= 16.
+    w.push_str(COMMON);
+    w.push_str(match dot {
+        DotImpl::Packed => DOT_PACKED,
+        DotImpl::Unpacked => DOT_UNPACKED,
+    });
+    w.push_str(FIXED_KERNELS);
+    for rows in [Rows::All, Rows::Last] {
+        attention(&mut w, spec, rows);
+    }
+    let (d4, f4) = (d / 4, f / 4);
+    let act_d = act_shift(d as usize);
+    matmul(&mut w, spec, entry::MM_QKV, Rows::All, d4, 3 * d4, Epilogue::Act { shift: act_d, gelu: false });
+    for rows in [Rows::All, Rows::Last] {
+        let name = |base: &str| format!("{base}_{}", rows.suffix());
+        let wo = name("mm_wo");
+        let up = name("mm_up");
+        let down = name("mm_down");
+        let res_d = residual_shift(d as usize);
+        let res_f = residual_shift(f as usize);
+        matmul(&mut w, spec, &wo, rows, d4, d4, Epilogue::Residual { shift: res_d });
+        matmul(&mut w, spec, &up, rows, d4, f4, Epilogue::Act { shift: act_d, gelu: true });
+        matmul(&mut w, spec, &down, rows, f4, d4, Epilogue::Residual { shift: res_f });
+    }
+    w
+}
+
+/// Bindings, helpers and the integer building blocks of `tpow_core::forward::ops`.
+const COMMON: &str = r#"
+struct Params {
+    // Batch items in this dispatch.
+    batch: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> in_a: array<u32>;
+@group(0) @binding(2) var<storage, read> in_b: array<u32>;
+@group(0) @binding(3) var<storage, read> in_c: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<u32>;
+
+// Lane t (0..4) of four packed int8, sign-extended.
+fn lane(a: u32, t: u32) -> i32 {
+    return extractBits(bitcast<i32>(a), 8u * t, 8u);
+}
+
+fn pack4(v: vec4<i32>) -> u32 {
+    let u = bitcast<vec4<u32>>(v) & vec4<u32>(0xffu);
+    return u.x | (u.y << 8u) | (u.z << 16u) | (u.w << 24u);
+}
+
+// (v + 2^(s-1)) >> s, arithmetic shift; 1 <= s <= 30.
+fn round_shift(v: i32, s: u32) -> i32 {
+    return (v + (1i << (s - 1u))) >> s;
+}
+
+fn clamp_i8(v: i32) -> i32 {
+    return clamp(v, -ACT_MAX, ACT_MAX);
+}
+
+// floor(n / d) for d in 1..2^31, by restoring shift-subtract division: no division
+// instruction, so no driver's integer division is trusted.
+fn udiv(n: u32, d: u32) -> u32 {
+    var q = 0u;
+    var r = 0u;
+    for (var i = 0u; i < 32u; i++) {
+        let bit = 31u - i;
+        r = (r << 1u) | ((n >> bit) & 1u);
+        if (r >= d) {
+            r = r - d;
+            q = q | (1u << bit);
+        }
+    }
+    return q;
+}
+
+// Floor of the square root, bit by bit (tpow_core::forward::ops::isqrt).
+fn isqrt(n: u32) -> u32 {
+    var rem = n;
+    var root = 0u;
+    var bit = 1u << 30u;
+    while (bit > rem) {
+        bit = bit >> 2u;
+    }
+    while (bit != 0u) {
+        if (rem >= root + bit) {
+            rem = rem - (root + bit);
+            root = (root >> 1u) + bit;
+        } else {
+            root = root >> 1u;
+        }
+        bit = bit >> 2u;
+    }
+    return root;
+}
+
+// POW2_FRAC[t & 15] >> (t >> 4), zero from t = 256 on; t >= 0. The table is in_c.
+fn exp2_weight(t: i32) -> i32 {
+    if (t >= 256i) {
+        return 0i;
+    }
+    return bitcast<i32>(in_c[POW2_AT + u32(t & 15i)]) >> u32(t >> 4u);
+}
+
+// One index per invocation of a 1-D kernel dispatched as a 2-D grid of LINEAR_WG-wide
+// workgroups (a grid dimension holds at most 65535 workgroups).
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * LINEAR_WG;
+}
+"#;
+
+const DOT_PACKED: &str = r#"
+fn dot4(a: u32, b: u32) -> i32 {
+    return dot4I8Packed(a, b);
+}
+"#;
+
+const DOT_UNPACKED: &str = r#"
+fn dot4(a: u32, b: u32) -> i32 {
+    let x = bitcast<i32>(a);
+    let y = bitcast<i32>(b);
+    return extractBits(x, 0u, 8u) * extractBits(y, 0u, 8u)
+        + extractBits(x, 8u, 8u) * extractBits(y, 8u, 8u)
+        + extractBits(x, 16u, 8u) * extractBits(y, 16u, 8u)
+        + extractBits(x, 24u, 8u) * extractBits(y, 24u, 8u);
+}
+"#;
+
+/// Embedding and RMS norm: the same for every shape (the shape is in the constants).
+const FIXED_KERNELS: &str = r#"
+// x[row] = (tok_emb[token] + pos_emb[p]) << EMBED_SHIFT.
+// in_a: tokens (one u32 per row), in_b: token embedding, in_c: position embedding
+// (both packed int8, D4 words per row); dst: residual stream (i32 bits, D per row).
+@compute @workgroup_size(64)
+fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = linear_id(gid, nwg);
+    if (idx >= params.batch * S * D4) {
+        return;
+    }
+    let row = idx >> LOG2_D4;
+    let c = idx & (D4 - 1u);
+    let p = row & (S - 1u);
+    let tok = in_a[row] & VOCAB_MASK;
+    let te = in_b[tok * D4 + c];
+    let pe = in_c[p * D4 + c];
+    let base = row * D + 4u * c;
+    for (var t = 0u; t < 4u; t++) {
+        dst[base + t] = bitcast<u32>((lane(te, t) + lane(pe, t)) << EMBED_SHIFT);
+    }
+}
+
+// rms_norm of the residual row at in_a[xbase..xbase + D] into packed int8 at
+// dst[obase..obase + D4]; the sums run in index order in this one invocation.
+fn norm_row(xbase: u32, obase: u32) {
+    var ms = 0u;
+    for (var i = 0u; i < D; i++) {
+        let v = bitcast<i32>(in_a[xbase + i]);
+        ms = ms + (bitcast<u32>(v * v) >> LOG2_D);
+    }
+    let r = max(isqrt(ms), 1u);
+    let b = 32u - countLeadingZeros(r);
+    let inv = bitcast<i32>(udiv(1u << (b + 14u), r));
+    let s = b + 14u - NORM_RMS_LOG2;
+    for (var c = 0u; c < D4; c++) {
+        let o = xbase + 4u * c;
+        let y = vec4<i32>(
+            clamp_i8(round_shift(bitcast<i32>(in_a[o]) * inv, s)),
+            clamp_i8(round_shift(bitcast<i32>(in_a[o + 1u]) * inv, s)),
+            clamp_i8(round_shift(bitcast<i32>(in_a[o + 2u]) * inv, s)),
+            clamp_i8(round_shift(bitcast<i32>(in_a[o + 3u]) * inv, s)),
+        );
+        dst[obase + c] = pack4(y);
+    }
+}
+
+// Every row: in_a = residual stream, dst = normalised activations (same row index).
+@compute @workgroup_size(64)
+fn norm_all(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_id(gid, nwg);
+    if (row >= params.batch * S) {
+        return;
+    }
+    norm_row(row * D, row * D4);
+}
+
+// The last position of each item only.
+@compute @workgroup_size(64)
+fn norm_last(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let item = linear_id(gid, nwg);
+    if (item >= params.batch) {
+        return;
+    }
+    let row = item * S + S - 1u;
+    norm_row(row * D, row * D4);
+}
+
+// The final norm: the consensus output, D int8 per item, packed at dst[item * D4].
+@compute @workgroup_size(64)
+fn norm_out(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let item = linear_id(gid, nwg);
+    if (item >= params.batch) {
+        return;
+    }
+    let row = item * S + S - 1u;
+    norm_row(row * D, item * D4);
+}
+"#;
+
+/// `rows` positions of each item: memory row of the `r`-th row handled, as WGSL.
+fn mem_row_expr(spec: &ModelSpec, rows: Rows, r: &str) -> String {
+    match rows {
+        Rows::All => r.to_string(),
+        Rows::Last => format!("({r} * S + {})", spec.seq_len - 1),
+    }
+}
+
+/// A matrix product `dst = epilogue(src · Wᵀ)`: `in_a` holds the packed int8 input
+/// rows (`k4` words each), `in_b` the weights packed k-major (word `k * n4 * 4 + 4 g
+/// + t` holds inputs `4k..4k+4` of output `4g + t`, so the four outputs of one
+/// invocation are one contiguous 16-byte load). Each invocation computes 4 outputs
+/// for [`MM_ROWS`] rows.
+#[allow(clippy::too_many_arguments)]
+fn matmul(w: &mut String, spec: &ModelSpec, name: &str, rows: Rows, k4: u32, n4: u32, epi: Epilogue) {
+    let per_item = rows.per_item(spec);
+    let _ = write!(
+        w,
+        "
+@compute @workgroup_size({MM_WG_X}, {MM_WG_Y})
+fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
+    let g = gid.x;
+    let n_rows = params.batch * {per_item}u;
+    let tile = gid.y * {MM_ROWS}u;
+    if (g >= {n4}u || tile >= n_rows) {{
+        return;
+    }}
+"
+    );
+    // Rows past the end of the batch re-read the last row; their results are dropped.
+    for t in 0..MM_ROWS {
+        let r = format!("min(tile + {t}u, n_rows - 1u)");
+        let _ = writeln!(w, "    let m{t} = {};", mem_row_expr(spec, rows, &r));
+        let _ = writeln!(w, "    let xb{t} = m{t} * {k4}u;");
+        let _ = writeln!(w, "    var a{t} = vec4<i32>(0i);");
+    }
+    let _ = write!(
+        w,
+        "    for (var k = 0u; k < {k4}u; k++) {{
+        let wb = (k * {n4}u + g) * 4u;
+        let w0 = in_b[wb];
+        let w1 = in_b[wb + 1u];
+        let w2 = in_b[wb + 2u];
+        let w3 = in_b[wb + 3u];
+"
+    );
+    for t in 0..MM_ROWS {
+        let _ = writeln!(
+            w,
+            "        let x{t} = in_a[xb{t} + k];
+        a{t} = a{t} + vec4<i32>(dot4(x{t}, w0), dot4(x{t}, w1), dot4(x{t}, w2), dot4(x{t}, w3));"
+        );
+    }
+    w.push_str("    }\n");
+    for t in 0..MM_ROWS {
+        let _ = writeln!(w, "    if (tile + {t}u < n_rows) {{");
+        match epi {
+            Epilogue::Act { shift, gelu } => {
+                let lanes: Vec<String> = ["x", "y", "z", "w"]
+                    .iter()
+                    .map(|c| {
+                        let v = format!("clamp_i8(round_shift(a{t}.{c}, {shift}u))");
+                        if gelu {
+                            format!("bitcast<i32>(in_c[GELU_AT + u32({v} + 128i)])")
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(w, "        dst[m{t} * {n4}u + g] = pack4(vec4<i32>({}));", lanes.join(", "));
+            }
+            Epilogue::Residual { shift } => {
+                let _ = writeln!(w, "        let o{t} = m{t} * D + 4u * g;");
+                for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
+                    let _ = writeln!(
+                        w,
+                        "        dst[o{t} + {c}u] = bitcast<u32>(clamp(bitcast<i32>(dst[o{t} + {c}u]) + round_shift(a{t}.{comp}, {shift}u), -RESIDUAL_MAX, RESIDUAL_MAX));"
+                    );
+                }
+            }
+        }
+        w.push_str("    }\n");
+    }
+    w.push_str("}\n");
+}
+
+/// Causal multi-head attention (`tpow_core::forward::attention`), one invocation per
+/// (item, head, query position). `in_a` holds the q|k|v rows (QKV4 words each), `dst`
+/// the packed attention output (D4 words per row). The scores are recomputed in each
+/// of the three passes (max, sum, weighted values) instead of being stored: that keeps
+/// the per-invocation state to a q row and HD accumulators for any `seq_len`.
+fn attention(w: &mut String, spec: &ModelSpec, rows: Rows) {
+    let per_item = rows.per_item(spec);
+    let first = spec.seq_len - per_item;
+    let log2_ri = log2(per_item);
+    let name = format!("attn_{}", rows.suffix());
+    let _ = write!(
+        w,
+        "
+@compute @workgroup_size(64)
+fn {name}(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+    let idx = linear_id(gid, nwg);
+    if (idx >= params.batch * NH * {per_item}u) {{
+        return;
+    }}
+    let i = {first}u + (idx & {ri_mask}u);
+    let h = (idx >> {log2_ri}u) & (NH - 1u);
+    let item = (idx >> ({log2_ri}u + LOG2_NH)) * S;
+    let qb = (item + i) * QKV4 + h * HD4;
+    var q: array<u32, HD4>;
+    for (var c = 0u; c < HD4; c++) {{
+        q[c] = in_a[qb + c];
+    }}
+    let kb = item * QKV4 + D4 + h * HD4;
+    var mx = attn_score(q, kb);
+    for (var j = 1u; j <= i; j++) {{
+        mx = max(mx, attn_score(q, kb + j * QKV4));
+    }}
+    var sum = 0i;
+    for (var j = 0u; j <= i; j++) {{
+        sum = sum + exp2_weight((mx - attn_score(q, kb + j * QKV4)) >> SCORE_SHIFT);
+    }}
+    let r = bitcast<i32>(udiv(1u << 30u, bitcast<u32>(sum)));
+    var acc: array<i32, HD>;
+    for (var j = 0u; j <= i; j++) {{
+        let wj = exp2_weight((mx - attn_score(q, kb + j * QKV4)) >> SCORE_SHIFT);
+        let p = min((wj * r + (1i << 22u)) >> 23u, 127i);
+        let vb = (item + j) * QKV4 + 2u * D4 + h * HD4;
+        for (var c = 0u; c < HD4; c++) {{
+            let v = in_a[vb + c];
+            acc[4u * c] = acc[4u * c] + p * lane(v, 0u);
+            acc[4u * c + 1u] = acc[4u * c + 1u] + p * lane(v, 1u);
+            acc[4u * c + 2u] = acc[4u * c + 2u] + p * lane(v, 2u);
+            acc[4u * c + 3u] = acc[4u * c + 3u] + p * lane(v, 3u);
+        }}
+    }}
+    let ob = (item + i) * D4 + h * HD4;
+    for (var c = 0u; c < HD4; c++) {{
+        dst[ob + c] = pack4(vec4<i32>(
+            clamp_i8(round_shift(acc[4u * c], PROB_BITS)),
+            clamp_i8(round_shift(acc[4u * c + 1u], PROB_BITS)),
+            clamp_i8(round_shift(acc[4u * c + 2u], PROB_BITS)),
+            clamp_i8(round_shift(acc[4u * c + 3u], PROB_BITS)),
+        ));
+    }}
+}}
+",
+        ri_mask = per_item - 1,
+    );
+    if rows == Rows::All {
+        w.push_str(
+            "
+// q · k_j for one head: HD4 packed words of the query against the key at in_a[kb..].
+fn attn_score(q: array<u32, HD4>, kb: u32) -> i32 {
+    var s = 0i;
+    for (var c = 0u; c < HD4; c++) {
+        s = s + dot4(q[c], in_a[kb + c]);
+    }
+    return s;
+}
+",
+        );
+    }
+}
+
+/// A small module exercising `udiv` and `isqrt` on the GPU: `dst[2i] =
+/// udiv(in_a[2i], in_a[2i+1])`, `dst[2i+1] = isqrt(in_a[2i])`.
+#[cfg(test)]
+pub(crate) fn arith_test_module() -> String {
+    let mut w = String::new();
+    let _ = writeln!(w, "const LINEAR_WG: u32 = 64u;\nconst ACT_MAX: i32 = 127i;\nconst POW2_AT: u32 = {POW2_AT}u;");
+    w.push_str(COMMON);
+    w.push_str(
+        "
+@compute @workgroup_size(64)
+fn arith(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= params.batch) {
+        return;
+    }
+    dst[2u * i] = udiv(in_a[2u * i], in_a[2u * i + 1u]);
+    dst[2u * i + 1u] = isqrt(in_a[2u * i]);
+}
+",
+    );
+    w
+}

@@ -1,0 +1,624 @@
+//! The peer-to-peer layer (rust-libp2p): TCP + noise + yamux; gossipsub carries
+//! new blocks, a request-response protocol serves sync, identify names peers.
+//!
+//! Sync is pull-based and simple: on connecting, on every tick and whenever a
+//! gossiped block has an unknown parent, ask the peer for the blocks after our
+//! locator (at most [`wire::MAX_BLOCKS_PER_RESPONSE`]); ask again at once while
+//! answers come back full. One request per peer is in flight at a time, which
+//! bounds the memory a peer can make us hold.
+//!
+//! Gossip uses manual validation: a block is forwarded only after the chain
+//! service has verified and stored it, so an invalid block dies at the first
+//! honest node, and its forwarder is the peer to blame. Peers that send bytes
+//! that do not decode, blocks with an invalid proof of work, or a wrong digest are
+//! disconnected and banned for [`BAN_DURATION`].
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    allow_block_list, connection_limits, identify, identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
+    Swarm,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tpow_core::body::Body;
+use tpow_core::{BlockId, Header};
+
+use crate::chain_state::Verdict;
+use crate::service::{ChainHandle, SubmitResult};
+use crate::wire::{self, GetBlocks};
+
+/// How long a misbehaving peer stays banned.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// How often idle peers are polled for new blocks and bootstrap peers redialled.
+const TICK: Duration = Duration::from_secs(3);
+
+/// A connected peer, as shown by `GET /api/peers`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Remote address of the first connection.
+    pub address: String,
+    /// Whether we dialled it.
+    pub outbound: bool,
+    /// Agent version from identify.
+    pub agent: Option<String>,
+    /// Blocks received from it that we stored.
+    pub blocks_received: u64,
+}
+
+/// Network settings.
+pub struct P2pConfig {
+    /// Our identity.
+    pub keypair: identity::Keypair,
+    /// Where to listen.
+    pub listen: Multiaddr,
+    /// Peers to dial and keep dialling.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Chain name and genesis id: they name the protocols, so nodes of different
+    /// chains never exchange blocks.
+    pub chain_name: String,
+    /// Genesis id.
+    pub genesis_id: BlockId,
+    /// Where to write the actual listen address (`p2p-addr`), for scripts and tests.
+    pub data_dir: PathBuf,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<FrameCodec>,
+    identify: identify::Behaviour,
+}
+
+/// Length-prefixed frames (u32 big-endian) with a hard size cap per direction,
+/// checked before the buffer is allocated.
+#[derive(Clone, Default)]
+struct FrameCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {max}")));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.close().await
+}
+
+#[async_trait::async_trait]
+impl request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io, wire::MAX_REQUEST_BYTES).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io, wire::MAX_RESPONSE_BYTES).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &req).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+/// Results of work spawned off the event loop, fed back into it.
+enum Internal {
+    Gossip { id: MessageId, source: PeerId, result: Option<SubmitResult> },
+    Respond { channel: ResponseChannel<Vec<u8>>, bytes: Vec<u8> },
+    SendSync { peer: PeerId, locator: Vec<BlockId> },
+    Synced { peer: PeerId, received: usize, result: Option<SubmitResult> },
+}
+
+#[derive(Default)]
+struct PeerState {
+    address: String,
+    outbound: bool,
+    agent: Option<String>,
+    blocks_received: u64,
+    sync_in_flight: bool,
+}
+
+struct Net {
+    swarm: Swarm<Behaviour>,
+    chain: ChainHandle,
+    topic: IdentTopic,
+    peers: HashMap<PeerId, PeerState>,
+    bans: HashMap<PeerId, Instant>,
+    pending_sync: HashMap<OutboundRequestId, PeerId>,
+    internal: mpsc::UnboundedSender<Internal>,
+    peers_tx: watch::Sender<Vec<PeerInfo>>,
+    bootstrap: Vec<Multiaddr>,
+    data_dir: PathBuf,
+    progress: Progress,
+}
+
+/// Rate-limited sync progress line.
+struct Progress {
+    last: Instant,
+    blocks: u64,
+}
+
+/// The swarm every tpow node runs, subscribed to the block topic of the chain.
+fn build_swarm(
+    keypair: &identity::Keypair,
+    chain_name: &str,
+    genesis_id: &BlockId,
+) -> Result<(Swarm<Behaviour>, IdentTopic)> {
+    let genesis = hex::encode(&genesis_id[..8]);
+    let topic = IdentTopic::new(format!("/tpow/{}/{genesis}/blocks/1", chain_name));
+    let sync_protocol = StreamProtocol::try_from_owned(format!("/tpow/{}/{genesis}/sync/1", chain_name))
+        .context("sync protocol name")?;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .context("tcp transport")?
+        .with_behaviour(|key| {
+            let gossip_cfg = gossipsub::ConfigBuilder::default()
+                .validation_mode(ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(wire::MAX_GOSSIP_BYTES)
+                .heartbeat_interval(Duration::from_millis(500))
+                // Dedupe by content: the same block from two miners' neighbours is one message.
+                .message_id_fn(|m| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_cfg)?;
+            let sync = request_response::Behaviour::with_codec(
+                FrameCodec,
+                [(sync_protocol, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_established_per_peer(Some(2))
+                .with_max_established_incoming(Some(128));
+            Ok(Behaviour {
+                blocked: Default::default(),
+                limits: connection_limits::Behaviour::new(limits),
+                gossipsub,
+                sync,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/tpow/1.0.0".into(), key.public())
+                        .with_agent_version(format!("tpow-node/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("building the network behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).context("subscribing to the block topic")?;
+    Ok((swarm, topic))
+}
+
+/// What `tpow-node attack` sends (a test tool for peer banning).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AttackKind {
+    /// Bytes that do not decode as a block.
+    Garbage,
+    /// A well-formed block on genesis whose pow hash misses the target.
+    BadPow,
+}
+
+/// Connects to `peer` as an ordinary node and gossips invalid blocks until the
+/// peer hangs up (the expected outcome) or `duration` passes. Returns whether
+/// the peer disconnected us.
+pub async fn attack(
+    peer: Multiaddr,
+    params: &tpow_core::ChainParams,
+    kind: AttackKind,
+    duration: Duration,
+) -> Result<bool> {
+    let keypair = identity::Keypair::generate_ed25519();
+    let chain = tpow_core::HeaderChain::new(params.clone());
+    let genesis_id = chain.tip().id;
+    let (mut swarm, topic) = build_swarm(&keypair, params.name, &genesis_id)?;
+    swarm.dial(peer.clone()).with_context(|| format!("dialling {peer}"))?;
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut subscribed = false;
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return Ok(false),
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. })) => subscribed = true,
+                SwarmEvent::ConnectionClosed { num_established: 0, .. } if subscribed => return Ok(true),
+                _ => {}
+            },
+            _ = tick.tick(), if subscribed => {
+                nonce += 1;
+                let data = match kind {
+                    AttackKind::Garbage => vec![0xa5; 300],
+                    AttackKind::BadPow => {
+                        let body = Body::coinbase_only(1, [7; 32]);
+                        // The right template with a made-up digest: every check but
+                        // the proof of work passes.
+                        let template = chain.next_template([7; 32], body.root(), crate::time::now_ms());
+                        let h = Header { nonce, output_digest: [0xff; 32], ..template };
+                        wire::encode_block(&h, &body)
+                    }
+                };
+                let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data);
+            }
+        }
+    }
+}
+
+/// Builds the swarm and runs the network until the chain service stops.
+/// `publish` carries blocks this node produced (miner, HTTP work).
+pub async fn run(
+    cfg: P2pConfig,
+    chain: ChainHandle,
+    mut publish: mpsc::Receiver<(Header, Body)>,
+    peers_tx: watch::Sender<Vec<PeerInfo>>,
+) -> Result<()> {
+    let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id)?;
+    swarm.listen_on(cfg.listen.clone()).with_context(|| format!("listening on {}", cfg.listen))?;
+    for addr in &cfg.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!("dialling {addr}: {e}");
+        }
+    }
+    let (internal, mut internal_rx) = mpsc::unbounded_channel();
+    let mut net = Net {
+        swarm,
+        chain,
+        topic,
+        peers: HashMap::new(),
+        bans: HashMap::new(),
+        pending_sync: HashMap::new(),
+        internal,
+        peers_tx,
+        bootstrap: cfg.bootstrap,
+        data_dir: cfg.data_dir,
+        progress: Progress { last: Instant::now(), blocks: 0 },
+    };
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            ev = net.swarm.select_next_some() => net.on_swarm_event(ev),
+            block = publish.recv() => match block {
+                Some((h, b)) => net.publish(&h, &b),
+                None => return Ok(()),
+            },
+            Some(msg) = internal_rx.recv() => net.on_internal(msg),
+            _ = tick.tick() => net.on_tick(),
+        }
+    }
+}
+
+impl Net {
+    fn publish(&mut self, header: &Header, body: &Body) {
+        let data = wire::encode_block(header, body);
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), data) {
+            Ok(_) => {}
+            // Alone on the network: nothing to do.
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => tracing::debug!("publish: {e}"),
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        tracing::warn!(%peer, "banning peer for {}s: {why}", BAN_DURATION.as_secs());
+        self.bans.insert(peer, Instant::now() + BAN_DURATION);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.peers.remove(&peer);
+        self.publish_peers();
+    }
+
+    fn publish_peers(&self) {
+        let mut list: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerInfo {
+                peer_id: id.to_string(),
+                address: p.address.clone(),
+                outbound: p.outbound,
+                agent: p.agent.clone(),
+                blocks_received: p.blocks_received,
+            })
+            .collect();
+        list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        self.peers_tx.send_replace(list);
+    }
+
+    fn request_sync(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else { return };
+        if state.sync_in_flight {
+            return;
+        }
+        state.sync_in_flight = true;
+        let chain = self.chain.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            if let Ok(locator) = chain.locator().await {
+                let _ = internal.send(Internal::SendSync { peer, locator });
+            }
+        });
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PeerId> = self.bans.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for p in expired {
+            self.bans.remove(&p);
+            self.swarm.behaviour_mut().blocked.unblock_peer(p);
+        }
+        // Refresh the API's view (block counters change without connection events).
+        self.publish_peers();
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.request_sync(p);
+        }
+        // Keep the configured peers connected (they may have restarted).
+        let connected: Vec<String> = self.peers.values().map(|p| p.address.clone()).collect();
+        for addr in self.bootstrap.clone() {
+            if !connected.iter().any(|c| *c == addr.to_string()) {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Gossip { id, source, result } => {
+                let acceptance = match &result {
+                    Some(Ok(applied)) => match &applied.error {
+                        None if applied.accepted > 0 => {
+                            if let Some(p) = self.peers.get_mut(&source) {
+                                p.blocks_received += 1;
+                            }
+                            MessageAcceptance::Accept
+                        }
+                        None => MessageAcceptance::Ignore,
+                        Some(e) => self.judge(source, e),
+                    },
+                    Some(Err(e)) => self.judge(source, e),
+                    None => MessageAcceptance::Ignore,
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, acceptance);
+            }
+            Internal::Respond { channel, bytes } => {
+                // Fails only if the peer went away meanwhile.
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, bytes);
+            }
+            Internal::SendSync { peer, locator } => {
+                if !self.swarm.is_connected(&peer) {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.sync_in_flight = false;
+                    }
+                    return;
+                }
+                let req = GetBlocks { locator, max: wire::MAX_BLOCKS_PER_RESPONSE as u16 };
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, req.encode());
+                self.pending_sync.insert(id, peer);
+            }
+            Internal::Synced { peer, received, result } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.sync_in_flight = false;
+                }
+                let mut more = false;
+                match result {
+                    Some(Ok(applied)) => {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.blocks_received += applied.accepted as u64;
+                        }
+                        self.progress.blocks += applied.accepted as u64;
+                        if let Some(e) = &applied.error {
+                            let _ = self.judge(peer, e);
+                        } else {
+                            more = received >= wire::MAX_BLOCKS_PER_RESPONSE;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = self.judge(peer, &e);
+                    }
+                    None => {}
+                }
+                let height = self.chain.tip().borrow().height;
+                if more || self.progress.last.elapsed() >= Duration::from_secs(2) {
+                    if self.progress.blocks > 0 {
+                        let secs = self.progress.last.elapsed().as_secs_f64().max(1e-3);
+                        tracing::info!(
+                            "sync: height {height}, +{} blocks in {secs:.1}s ({:.0} blocks/s)",
+                            self.progress.blocks,
+                            self.progress.blocks as f64 / secs
+                        );
+                    }
+                    self.progress = Progress { last: Instant::now(), blocks: 0 };
+                }
+                if more {
+                    self.request_sync(peer);
+                }
+            }
+        }
+    }
+
+    /// Applies the verdict on a rejected block to its sender.
+    fn judge(&mut self, peer: PeerId, e: &crate::chain_state::BlockError) -> MessageAcceptance {
+        match e.verdict() {
+            Verdict::Ban => {
+                self.ban(peer, &e.to_string());
+                MessageAcceptance::Reject
+            }
+            Verdict::NeedParent => {
+                self.request_sync(peer);
+                MessageAcceptance::Ignore
+            }
+            Verdict::Ignore => {
+                tracing::debug!(%peer, "ignored block: {e}");
+                MessageAcceptance::Ignore
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.clone().with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!("p2p listening on {full}");
+                let path = self.data_dir.join("p2p-addr");
+                if !path.exists() || address.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback())) {
+                    if let Err(e) = std::fs::write(&path, address.to_string()) {
+                        tracing::warn!("writing {}: {e}", path.display());
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    self.peers.insert(
+                        peer_id,
+                        PeerState {
+                            address: endpoint.get_remote_address().to_string(),
+                            outbound: endpoint.is_dialer(),
+                            ..Default::default()
+                        },
+                    );
+                    self.publish_peers();
+                }
+                self.request_sync(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                self.peers.remove(&peer_id);
+                self.publish_peers();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.agent = Some(info.agent_version);
+                    self.publish_peers();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => match wire::decode_block(&message.data) {
+                Err(e) => {
+                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Reject,
+                    );
+                    self.ban(propagation_source, &format!("undecodable gossip: {e}"));
+                }
+                Ok(block) => {
+                    let chain = self.chain.clone();
+                    let internal = self.internal.clone();
+                    tokio::spawn(async move {
+                        let result = chain.submit(vec![block]).await.ok();
+                        let _ = internal.send(Internal::Gossip { id: message_id, source: propagation_source, result });
+                    });
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => {
+                match message {
+                    request_response::Message::Request { request, channel, .. } => match GetBlocks::decode(&request) {
+                        Err(e) => self.ban(peer, &format!("undecodable sync request: {e}")),
+                        Ok(req) => {
+                            let chain = self.chain.clone();
+                            let internal = self.internal.clone();
+                            let max = (req.max as usize).min(wire::MAX_BLOCKS_PER_RESPONSE);
+                            tokio::spawn(async move {
+                                match chain.blocks_after(req.locator, max).await {
+                                    Ok(Ok(blocks)) => {
+                                        let bytes = wire::encode_blocks(&blocks);
+                                        let _ = internal.send(Internal::Respond { channel, bytes });
+                                    }
+                                    Ok(Err(e)) => tracing::error!("serving sync: {e}"),
+                                    Err(_) => {}
+                                }
+                            });
+                        }
+                    },
+                    request_response::Message::Response { request_id, response } => {
+                        self.pending_sync.remove(&request_id);
+                        match wire::decode_blocks(&response) {
+                            Err(e) => {
+                                self.ban(peer, &format!("undecodable sync response: {e}"));
+                            }
+                            Ok(blocks) if blocks.is_empty() => {
+                                if let Some(p) = self.peers.get_mut(&peer) {
+                                    p.sync_in_flight = false;
+                                }
+                            }
+                            Ok(blocks) => {
+                                let received = blocks.len();
+                                let chain = self.chain.clone();
+                                let internal = self.internal.clone();
+                                tokio::spawn(async move {
+                                    let result = chain.submit(blocks).await.ok();
+                                    let _ = internal.send(Internal::Synced { peer, received, result });
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            })) => {
+                self.pending_sync.remove(&request_id);
+                tracing::debug!(%peer, "sync request failed: {error}");
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.sync_in_flight = false;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::InboundFailure {
+                peer,
+                error,
+                ..
+            })) => {
+                tracing::debug!(%peer, "inbound sync failed: {error}");
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Multi-node tests with real `tpow-node` processes on 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{now_ms, serial, Node, Opts};
+
+/// Three mining nodes, fully meshed, agree on one tip.
+#[test]
+fn three_nodes_mine_and_converge() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a =
+        Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
+    let b = Node::start(
+        &tmp.path().join("b"),
+        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone()] },
+    );
+    let c = Node::start(
+        &tmp.path().join("c"),
+        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone(), b.p2p.clone()] },
+    );
+    let nodes = [&a, &b, &c];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tips: Vec<(u64, String)> = nodes.iter().map(|n| n.tip()).collect();
+        if tips[0].0 >= 8 && tips.iter().all(|t| *t == tips[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no convergence: {tips:?}\nlog a:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every node has peers and every node mined on one chain: blocks from more than one miner.
+    for n in nodes {
+        let (_, peers) = n.get_json("/api/peers");
+        assert!(!peers["peers"].as_array().expect("peers").is_empty());
+    }
+    let (_, hs) = a.get_json("/api/headers?from=1&count=8&format=json");
+    let miners: std::collections::HashSet<&str> =
+        hs["headers"].as_array().expect("headers").iter().filter_map(|h| h["miner_key"].as_str()).collect();
+    assert!(!miners.is_empty());
+}
+
+/// A node started later catches up with the whole chain of a mining node.
+#[test]
+fn late_node_syncs_whole_chain() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a =
+        Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
+    a.wait_for("height 15", Duration::from_secs(120), |n| n.tip().0 >= 15);
+    let b = Node::start(
+        &tmp.path().join("b"),
+        &Opts { genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone()], ..Default::default() },
+    );
+    let target = a.tip().0;
+    b.wait_for("sync", Duration::from_secs(60), |n| n.tip().0 >= target);
+    assert_eq!(b.id_at(target), a.id_at(target));
+    assert_eq!(b.id_at(1), a.id_at(1));
+}
+
+/// SIGKILL a mining node: it restarts from its database with its chain intact.
+#[test]
+fn kill9_restart_keeps_chain() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("a");
+    let mut a = Node::start(&dir, &Opts { mine: true, ..Default::default() });
+    a.wait_for("height 6", Duration::from_secs(120), |n| n.tip().0 >= 6);
+    let (height, _) = a.tip();
+    let id_at = a.id_at(height).expect("id");
+    a.kill9();
+    drop(a);
+    // No --genesis-time-ms: it must come from the data dir.
+    let a = Node::start(&dir, &Opts { mine: true, ..Default::default() });
+    let (after, _) = a.tip();
+    assert!(after >= height, "height {after} < {height} after restart");
+    assert_eq!(a.id_at(height).as_deref(), Some(id_at.as_str()));
+    a.wait_for("mining resumes", Duration::from_secs(60), |n| n.tip().0 > after);
+}
+
+/// Two nodes mine apart, then one restarts with the other as its peer: both end
+/// on one chain, so one of them reorganised onto the other's heavier branch.
+#[test]
+fn partitioned_nodes_reorg_to_heavier_chain_when_joined() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let opts = Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() };
+    let a = Node::start(&tmp.path().join("a"), &opts);
+    let mut b = Node::start(&tmp.path().join("b"), &opts);
+    a.wait_for("a at height 6", Duration::from_secs(90), |n| n.tip().0 >= 6);
+    b.wait_for("b at height 6", Duration::from_secs(90), |n| n.tip().0 >= 6);
+    let (a3, b3) = (a.id_at(3).expect("a3"), b.id_at(3).expect("b3"));
+    assert_ne!(a3, b3, "separate miners build separate chains");
+    b.kill9();
+    drop(b);
+    let b = Node::start(&tmp.path().join("b"), &Opts { peers: vec![a.p2p.clone()], ..opts });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (ta, tb) = (a.tip(), b.tip());
+        if ta == tb {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no convergence: {ta:?} {tb:?}\nlog b:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let common = a.id_at(3).expect("common");
+    assert_eq!(b.id_at(3).as_deref(), Some(common.as_str()));
+    assert!(common == a3 || common == b3);
+}
+
+/// Peers gossiping undecodable bytes or blocks with invalid proof of work are
+/// disconnected and banned, and the node keeps mining and serving.
+#[test]
+fn misbehaving_peers_are_banned_and_node_keeps_working() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a =
+        Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
+    a.wait_for("height 2", Duration::from_secs(60), |n| n.tip().0 >= 2);
+    for kind in ["garbage", "bad-pow"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-node"))
+            .args(["attack", "--kind", kind, "--seconds", "20", "--peer", &a.p2p])
+            .arg("--genesis-time-ms")
+            .arg(genesis.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("attacker");
+        assert!(status.success(), "{kind}: the node did not disconnect the attacker; log:\n{}", a.log());
+    }
+    let log = std::fs::read_to_string(a.dir.join("node.log")).expect("log");
+    assert!(log.contains("undecodable gossip"), "garbage ban missing");
+    assert!(log.contains("pow hash above target"), "bad-pow ban missing");
+    let (_, peers) = a.get_json("/api/peers");
+    assert!(peers["peers"].as_array().expect("peers").is_empty(), "{peers}");
+    let h = a.tip().0;
+    a.wait_for("mining goes on", Duration::from_secs(60), |n| n.tip().0 > h);
+}
