@@ -1,6 +1,7 @@
-//! The CPU miner of a node: a dedicated OS thread (mining is CPU-bound and must
-//! never sit on the async runtime) running [`tpow_core::miner::mine`] on a
-//! template of the best tip, restarted whenever the tip moves.
+//! The miner of a node: a dedicated OS thread (mining must never sit on the async
+//! runtime) running [`tpow_core::miner::mine`] on the CPU, or batches of
+//! [`tpow_gpu::GpuMiner`] when `--gpu` found an adapter, on a template of the best
+//! tip, restarted whenever the tip moves.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 use tpow_core::body::Body;
 use tpow_core::miner::{mine, MineJob, MineOutcome};
-use tpow_core::{Header, Model};
+use tpow_core::{Header, Model, U256};
+use tpow_gpu::{GpuContext, GpuError, GpuMiner, GpuOptions};
 
 use crate::service::ChainHandle;
 
@@ -22,12 +24,64 @@ pub struct MinerStats {
     pub blocks: AtomicU64,
 }
 
+/// Which compute mines.
+#[derive(Clone, Copy, Debug)]
+pub struct Engine {
+    /// CPU threads (also the fallback when the GPU is unavailable).
+    pub threads: usize,
+    /// Try the GPU first.
+    pub gpu: bool,
+}
+
+/// Nonces per GPU dispatch: large enough to fill a GPU, small enough that a new tip
+/// interrupts the search within one batch.
+const GPU_BATCH: u32 = 256;
+
+/// Opens the GPU miner, or explains why the CPU will mine instead.
+fn open_gpu() -> Option<GpuMiner> {
+    match GpuContext::new_blocking(&GpuOptions::default()) {
+        Ok(ctx) => {
+            let a = ctx.adapter();
+            tracing::info!(adapter = %a.name, backend = %a.backend, dot4 = a.packed_dot, "mining on the GPU");
+            Some(GpuMiner::new(&ctx, GPU_BATCH))
+        }
+        Err(e) => {
+            tracing::warn!("--gpu: {e}; mining on the CPU instead");
+            None
+        }
+    }
+}
+
+/// Searches `template` on the GPU until a solution, a stop, or a GPU error.
+fn mine_gpu(
+    gpu: &mut GpuMiner,
+    model: &Model,
+    template: &[u8; tpow_core::header::TEMPLATE_LEN],
+    target: &U256,
+    start_nonce: u64,
+    stop: &AtomicBool,
+    attempts: &AtomicU64,
+) -> Result<MineOutcome, GpuError> {
+    gpu.set_model(model)?;
+    let batch = u64::from(gpu.batch_size());
+    let mut nonce = start_nonce;
+    while !stop.load(Ordering::Relaxed) {
+        let found = gpu.mine_batch(template, nonce, batch, target)?;
+        attempts.fetch_add(batch, Ordering::Relaxed);
+        if let Some(a) = found {
+            return Ok(MineOutcome::Found(a));
+        }
+        nonce = nonce.wrapping_add(batch);
+    }
+    Ok(MineOutcome::Stopped)
+}
+
 /// Starts the miner. `publish` receives every block this node mined and stored,
 /// for gossip. The thread ends when `shutdown` is raised or the chain service stops.
 pub fn spawn(
     chain: ChainHandle,
     miner_key: [u8; 32],
-    threads: usize,
+    engine: Engine,
     publish: mpsc::Sender<(Header, Body)>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<MinerStats>,
@@ -53,6 +107,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new().name("miner".into()).spawn(move || {
         // Different nodes (and restarts) search different nonces even if they share a key.
         let mut start_nonce = u64::from_le_bytes(blake3_like_seed(&miner_key, crate::time::now_ms()));
+        let mut gpu = if engine.gpu { open_gpu() } else { None };
         while !shutdown.load(Ordering::Relaxed) {
             stop.store(false, Ordering::Relaxed);
             let Ok((template, body)) = chain.template_blocking(miner_key) else { return };
@@ -69,7 +124,19 @@ pub fn spawn(
             };
             let job =
                 MineJob { model: &model, template: template.template(), target, start_nonce, nonce_count: u64::MAX };
-            match mine(&job, threads, &stop, &stats.attempts) {
+            let outcome = match gpu
+                .as_mut()
+                .map(|g| mine_gpu(g, &model, &job.template, &target, start_nonce, &stop, &stats.attempts))
+            {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(e)) => {
+                    tracing::warn!("GPU miner failed ({e}); mining on the CPU from now on");
+                    gpu = None;
+                    continue;
+                }
+                None => mine(&job, engine.threads, &stop, &stats.attempts),
+            };
+            match outcome {
                 MineOutcome::Found(a) => {
                     start_nonce = a.nonce.wrapping_add(1);
                     let header = Header { nonce: a.nonce, output_digest: a.output_digest, ..template };

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Miner threads (default: all cores but one, at least one).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Mine on the GPU (tpow-gpu) when an adapter exists; without one, or if the
+    /// GPU fails later, the node says so and mines on the CPU.
+    #[arg(long, requires = "mine")]
+    pub gpu: bool,
     /// Key paid by mined coinbases, 64 hex characters (default: derived from the node key).
     #[arg(long)]
     pub miner_key: Option<String>,
@@ -165,7 +169,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             crate::mining::spawn(
                 chain.clone(),
                 miner_key,
-                threads,
+                crate::mining::Engine { threads, gpu: args.gpu },
                 publish_tx.clone(),
                 shutdown.clone(),
                 stats.clone(),

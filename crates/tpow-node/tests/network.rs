@@ -16,11 +16,16 @@ fn three_nodes_mine_and_converge() {
         Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
     let b = Node::start(
         &tmp.path().join("b"),
-        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone()] },
+        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone()], ..Default::default() },
     );
     let c = Node::start(
         &tmp.path().join("c"),
-        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone(), b.p2p.clone()] },
+        &Opts {
+            mine: true,
+            genesis_time_ms: Some(genesis),
+            peers: vec![a.p2p.clone(), b.p2p.clone()],
+            ..Default::default()
+        },
     );
     let nodes = [&a, &b, &c];
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -37,6 +37,8 @@ pub struct Node {
 #[derive(Default, Clone)]
 pub struct Opts {
     pub mine: bool,
+    /// Mine on the GPU (`--gpu`).
+    pub gpu: bool,
     pub peers: Vec<String>,
     pub genesis_time_ms: Option<u64>,
 }
@@ -58,6 +60,9 @@ impl Node {
             .arg(dir);
         if opts.mine {
             cmd.args(["--mine", "--threads", "1"]);
+        }
+        if opts.gpu {
+            cmd.arg("--gpu");
         }
         if let Some(t) = opts.genesis_time_ms {
             cmd.arg("--genesis-time-ms").arg(t.to_string());
