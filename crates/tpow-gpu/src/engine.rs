@@ -84,6 +84,21 @@ pub(crate) fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 5] {
 }
 
 /// Compiles `source` and creates one pipeline per entry point in `entries`.
+/// One bind group binding `bufs` to bindings 0, 1, 2, ... in order (every kernel
+/// uses the same layout: parameters, three inputs, one output).
+pub(crate) fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    bufs: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = bufs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
+}
+
 pub(crate) fn build_pipelines(
     ctx: &GpuContext,
     source: &str,
@@ -388,17 +403,7 @@ impl Engine {
     fn bind(&self, w: &Weights) -> Binds {
         let b = &self.batch;
         let group = |a: &wgpu::Buffer, bb: &wgpu::Buffer, c: &wgpu::Buffer, dst: &wgpu::Buffer| {
-            let bufs = [&b.params, a, bb, c, dst];
-            let entries: Vec<wgpu::BindGroupEntry> = bufs
-                .iter()
-                .enumerate()
-                .map(|(i, buf)| wgpu::BindGroupEntry { binding: i as u32, resource: buf.as_entire_binding() })
-                .collect();
-            self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &self.kernels.layout,
-                entries: &entries,
-            })
+            bind_group(&self.ctx.device, &self.kernels.layout, &[&b.params, a, bb, c, dst])
         };
         let dm = &b.dummy;
         Binds {
@@ -501,32 +506,6 @@ impl Engine {
         }
         ops.push((K::NormOut, &binds.out, linear(n)));
         ops
-    }
-
-    /// Wall time of each dispatch of one forward pass over `n` items, each submitted
-    /// and waited for alone (for profiling; includes per-submit overhead).
-    #[cfg(test)]
-    fn profile(&self, n: u32) -> Vec<(&'static str, std::time::Duration)> {
-        let Some(binds) = self.binds.as_ref() else {
-            return Vec::new();
-        };
-        self.ctx.queue.write_buffer(&self.batch.params, 0, &params_bytes(n));
-        self.plan(binds, n)
-            .into_iter()
-            .map(|(kern, bg, (x, y))| {
-                let t = std::time::Instant::now();
-                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(self.kernels.get(kern));
-                    pass.set_bind_group(0, bg, &[]);
-                    pass.dispatch_workgroups(x, y, 1);
-                }
-                self.ctx.queue.submit([enc.finish()]);
-                let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
-                (KERNELS[kern as usize].1, t.elapsed())
-            })
-            .collect()
     }
 }
 
@@ -666,17 +645,7 @@ mod gpu_tests {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let bufs = [&params, &a, &dummy, &dummy, &out];
-        let entries: Vec<wgpu::BindGroupEntry> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
-        });
+        let bg = bind_group(&ctx.device, &layout, &[&params, &a, &dummy, &dummy, &out]);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -697,75 +666,6 @@ mod gpu_tests {
         for (i, &(n, d)) in pairs.iter().enumerate() {
             assert_eq!(got[2 * i], n / d, "udiv({n}, {d})");
             assert_eq!(got[2 * i + 1], tpow_core::forward::ops::isqrt(n), "isqrt({n})");
-        }
-    }
-}
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-
-    /// Where the time of a mainnet forward pass goes (lavapipe: CPU time).
-    #[test]
-    #[ignore]
-    fn profile_mainnet() {
-        let ctx = GpuContext::new_blocking(&crate::GpuOptions::default()).expect("gpu");
-        let spec = ModelSpec::MAINNET;
-        let model = Model::derive(&spec, &[3; 32]).expect("spec");
-        let mut e = pollster::block_on(Engine::new(&ctx, &spec, 8, DotImpl::Packed)).expect("engine");
-        pollster::block_on(e.set_model(&model)).expect("upload");
-        let _ = e.profile(8);
-        let mut total: std::collections::BTreeMap<&str, std::time::Duration> = Default::default();
-        for (name, t) in e.profile(8) {
-            *total.entry(name).or_default() += t;
-        }
-        for (name, t) in total {
-            eprintln!("{name}: {t:?}");
-        }
-    }
-
-    /// Times the first dispatch (where lavapipe JIT-compiles) of each kernel.
-    #[test]
-    #[ignore]
-    fn first_dispatch_times() {
-        let ctx = GpuContext::new_blocking(&crate::GpuOptions::default()).expect("gpu");
-        let spec = ModelSpec::DEVNET;
-        let src = shader::forward_module(&spec, DotImpl::Packed);
-        for (_, name) in KERNELS {
-            let (layout, pipes) = build_pipelines(&ctx, &src, &[name]);
-            let mk = |size: u64, usage| {
-                ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: None,
-                    size,
-                    usage,
-                    mapped_at_creation: false,
-                })
-            };
-            let st = wgpu::BufferUsages::STORAGE;
-            let params = mk(16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
-            ctx.queue.write_buffer(&params, 0, &params_bytes(1));
-            let bufs = [params, mk(1 << 20, st), mk(1 << 20, st), mk(1 << 20, st), mk(1 << 20, st)];
-            let entries: Vec<wgpu::BindGroupEntry> = bufs
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-                .collect();
-            let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &layout,
-                entries: &entries,
-            });
-            let t = std::time::Instant::now();
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&pipes[0]);
-                pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(1, 1, 1);
-            }
-            ctx.queue.submit([enc.finish()]);
-            ctx.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
-            eprintln!("{name}: {:?}", t.elapsed());
         }
     }
 }
