@@ -113,7 +113,6 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
         spec.macs_per_pass() as f64 / 1e6
     );
     let mut chain = HeaderChain::new(params);
-    let mut verifier = ModelCache::new();
     println!(
         "{:>6}  {:<16}  {:>10}  {:>9}  {:>8}  {:>10}  {:>9}",
         "height", "id", "bits", "attempts", "secs", "nonces/s", "verify ms"
@@ -138,7 +137,7 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
         let header = tpow_core::Header { nonce: found.nonce, output_digest: found.output_digest, ..template };
         // Verify as a peer would, from scratch: cheap checks, model, forward pass.
         let verify_started = Instant::now();
-        verifier = ModelCache::new();
+        let mut verifier = ModelCache::new();
         let outcome =
             chain.submit_cpu(&header, now_ms(), &mut verifier).context("our own block failed verification")?;
         let verify_ms = verify_started.elapsed().as_secs_f64() * 1e3;
@@ -157,7 +156,6 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
     }
     let tip = chain.tip();
     println!("tip height {} id {} total work {}", tip.header.height, hex::encode(tip.id), tip.total_work);
-    drop(verifier);
     Ok(())
 }
 
