@@ -1,31 +1,61 @@
 #!/usr/bin/env bash
-# Runs every check of the project: formatting, lints, all tests, the wasm32 build of
-# the consensus core, the independent Python implementation against the committed
-# test vectors, and a short fuzzing run of the decoders.
+# Runs every check of the project: formatting, lints, all tests (consensus core, GPU
+# kernels on Mesa's lavapipe, node processes, chat with the real model, the official
+# OpenAI Python client), the wasm32 builds and tests of the light client in Node.js
+# and headless Chromium (WebGPU and CPU), the committed pkg/ and www/dist checked
+# against a fresh build, the web app end to end in Chromium against a real devnet,
+# the independent Python implementation against the committed test vectors, and a
+# short fuzzing run of the decoders.
 #
-# Installs what it needs (rustup target, Python packages, cargo-fuzz) into caches
-# under ${TPOW_CACHE:-$HOME/.cache/tpow}, so a second run only rebuilds what changed.
+# Installs what it needs (rustup target, Debian packages, wasm-bindgen-cli, trunk,
+# Python packages, npm packages, cargo-fuzz, the chat model) into caches under
+# ${TPOW_CACHE:-$HOME/.cache/tpow}, so a second run only rebuilds what changed.
 #   TPOW_FUZZ_SECS=N   seconds of fuzzing per target (default 20; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${TPOW_CACHE:-$HOME/.cache/tpow}"
+export TPOW_CACHE="$CACHE"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 FUZZ_SECS="${TPOW_FUZZ_SECS:-20}"
-mkdir -p "$CACHE"
+mkdir -p "$CACHE/bin"
+export PATH="$CACHE/bin:$PATH"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
 
 step "toolchain: wasm32 target, rustfmt, clippy"
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "system packages: Mesa lavapipe (Vulkan on the CPU) for the GPU tests"
-if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+step "system packages: Mesa lavapipe (Vulkan on the CPU), Chromium and its WebDriver"
+PACKAGES="mesa-vulkan-drivers libvulkan1 chromium chromium-driver"
+if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
 fi
+
+step "tools: wasm-bindgen-cli (the Cargo.lock version) and trunk, built from crates.io"
+WASM_BINDGEN_VERSION="$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  # Not --locked: the CLI's own lock file names a yanked crate.
+  cargo install --root "$CACHE" wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
+  cargo install --locked --root "$CACHE" trunk --version 0.21.14
+fi
+
+step "chat model (SmolLM2-135M-Instruct GGUF, hash-checked)"
+./scripts/fetch-model.sh
+
+step "Python packages (reference implementation, OpenAI client, Prometheus parser)"
+if [ ! -x "$CACHE/venv/bin/python" ]; then
+  python3 -m venv "$CACHE/venv"
+fi
+"$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
+  -r tests/vectors/requirements.txt -r tests/openai/requirements.txt -r tests/metrics/requirements.txt
+# The tests that drive Python clients fail (rather than skip) without them.
+export TPOW_PYTHON="$CACHE/venv/bin/python" TPOW_OPENAI_TEST=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # Compiled shaders survive between runs: the GPU tests drop from ~110 s to ~35 s.
 export MESA_SHADER_CACHE_DIR="$CACHE/mesa-shader-cache"
@@ -33,18 +63,20 @@ export MESA_SHADER_CACHE_DIR="$CACHE/mesa-shader-cache"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (all targets, warnings are errors)"
+step "cargo clippy (all targets, warnings are errors; native, wasm32, and the node without chat)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p tpow-node --no-default-features --all-targets --locked -- -D warnings
+cargo clippy -p tpow-light -p tpow-web --all-targets --target wasm32-unknown-unknown --locked -- -D warnings
 
 step "consensus core and GPU crate build for wasm32"
 cargo build -p tpow-core --target wasm32-unknown-unknown --no-default-features --release --locked
 cargo build -p tpow-core -p tpow-gpu --target wasm32-unknown-unknown --release --locked
 
+step "committed builds are reproducible: pkg/ (light client) and www/dist (web app)"
+./scripts/build-pkg.sh --check
+./scripts/build-web.sh --check
+
 step "independent Python implementation reproduces tests/vectors"
-if [ ! -x "$CACHE/venv/bin/python" ]; then
-  python3 -m venv "$CACHE/venv"
-fi
-"$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check -r tests/vectors/requirements.txt
 "$CACHE/venv/bin/python" tests/vectors/reference.py
 
 if [ "$FUZZ_SECS" != "0" ]; then
@@ -62,5 +94,20 @@ if [ "$FUZZ_SECS" != "0" ]; then
 fi
 
 step "cargo test (workspace)"
-# tpow-bench has no tests; skipping it saves building candle a second time.
+# tpow-bench has no tests; skipping it saves building a second set of binaries.
 cargo test --workspace --exclude tpow-bench --locked
+
+step "light client in wasm32: test vectors in Node.js and in headless Chromium (WebGPU)"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_node
+TPOW_REQUIRE_WEBGPU=1 CHROMEDRIVER=/usr/bin/chromedriver \
+  WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/tests/light/webdriver.json" \
+  cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_browser
+
+step "browser tests against real devnet nodes: light client (tests/light), web app (tests/e2e)"
+# The binary `cargo test` built (test profile: optimised), not a slow dev build.
+cargo build --profile test -p tpow-node --locked
+npm ci --prefix tests/light --no-audit --no-fund --silent
+node tests/light/run.mjs --require-webgpu --node-bin "$CARGO_TARGET_DIR/debug/tpow-node"
+npm ci --prefix tests/e2e --no-audit --no-fund --silent
+node tests/e2e/run.mjs --node "$CARGO_TARGET_DIR/debug/tpow-node" --dist www/dist --served-by-node

@@ -5,6 +5,7 @@
 //! nonces/s, the achieved int8 multiply-accumulates per second against the
 //! machine's int8 peak, and the same-shaped f32 forward pass in candle.
 
+mod chat;
 mod float_model;
 mod peak;
 
@@ -37,6 +38,21 @@ enum What {
         /// Seconds per miner measurement.
         #[arg(long, default_value_t = 5.0)]
         miner_secs: f64,
+    },
+    /// Chat engine: load time, prompt and decode tokens/s, time to first token.
+    Chat {
+        /// The GGUF file (default: TPOW_MODEL, else models/ of the workspace).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// Thread counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Measured runs per figure (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Internal: measure one weight format in this process.
+        #[arg(long, hide = true)]
+        child: Option<String>,
     },
 }
 
@@ -166,5 +182,6 @@ fn core(peak: Option<f64>, miner_secs: f64) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().what {
         What::Core { peak_gmacs, miner_secs } => core(peak_gmacs, miner_secs),
+        What::Chat { model, threads, runs, child } => chat::chat(model, &threads, runs, child),
     }
 }

@@ -24,6 +24,7 @@ extern crate alloc;
 pub mod asert;
 pub mod body;
 pub mod chain;
+pub mod flyclient;
 pub mod forward;
 pub mod hash;
 pub mod header;

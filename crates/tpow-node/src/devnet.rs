@@ -1,5 +1,7 @@
 //! `tpow-node devnet`: N mining nodes on 127.0.0.1 as child processes sharing one
-//! genesis time, fully meshed, with a status line every few seconds.
+//! genesis time, fully meshed, with a status line every few seconds. The first
+//! `--chat-nodes` of them (default 1) serve chat; the rest only mine, so a
+//! devnet does not hold N copies of the model.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,6 +29,19 @@ pub struct DevnetArgs {
     /// Miner threads per node.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// How many nodes serve chat: nodes 0..N-1 load the model (about 200 MB of
+    /// memory each), the others run with --no-chat. 0: none.
+    #[cfg(feature = "chat")]
+    #[arg(long, default_value_t = 1)]
+    pub chat_nodes: usize,
+    /// Model file of the chat nodes (default: as `run`).
+    #[cfg(feature = "chat")]
+    #[arg(long, env = "TPOW_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Chat nodes forward to this OpenAI-compatible server instead of loading a model.
+    #[cfg(feature = "chat")]
+    #[arg(long)]
+    pub upstream: Option<String>,
 }
 
 /// Kills the children when dropped, whatever path leaves [`run`].
@@ -99,15 +114,36 @@ pub fn run(args: DevnetArgs) -> Result<()> {
             .arg(genesis.to_string())
             .arg("--parent-pid")
             .arg(std::process::id().to_string());
+        #[cfg(feature = "chat")]
+        if i < args.chat_nodes {
+            if let Some(url) = &args.upstream {
+                cmd.arg("--upstream").arg(url);
+            }
+            if let Some(model) = &args.model {
+                // Absolute, in case the nodes are started elsewhere one day.
+                cmd.arg("--model").arg(std::fs::canonicalize(model).unwrap_or_else(|_| model.clone()));
+            }
+        } else {
+            cmd.arg("--no-chat");
+        }
         for j in 0..i {
             cmd.arg("--peer").arg(format!("/ip4/127.0.0.1/tcp/{}", args.base_port as usize + 1000 + j));
         }
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         children.0.push(cmd.spawn().with_context(|| format!("starting node {i}"))?);
-        println!("node-{i}: http://{http}/api/tip  (log: {})", node_dir.join("node.log").display());
+        #[cfg(feature = "chat")]
+        let chat = if i < args.chat_nodes { "  chat: /v1/chat/completions" } else { "" };
+        #[cfg(not(feature = "chat"))]
+        let chat = "";
+        println!("node-{i}: http://{http}/api/tip{chat}  (log: {})", node_dir.join("node.log").display());
         urls.push(http);
     }
     println!("devnet in {} with genesis time {genesis}; Ctrl-C stops all nodes", dir.display());
+    // The app talks to every node (the first one serves it).
+    let nodes: Vec<String> = urls.iter().map(|u| format!("http://{u}")).collect();
+    if let Some(first) = nodes.first() {
+        println!("\nopen the web app: {first}/?nodes={}\n", nodes.join(","));
+    }
     let mut since = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));

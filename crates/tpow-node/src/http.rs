@@ -56,6 +56,20 @@ pub struct ApiState {
     pub node_miner: Option<Arc<MinerStats>>,
     /// Shares per browser miner key.
     pub miners: Arc<Mutex<Miners>>,
+    /// Who this node is (for `/api/info`).
+    pub identity: NodeIdentity,
+    /// The chat side (OpenAI-compatible `/v1/...`).
+    #[cfg(feature = "chat")]
+    pub chat: Arc<crate::chat::ChatState>,
+}
+
+/// The node's public identity, as `/api/info` reports it.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Ed25519 public key (hex): signs chat receipts; the peer id derives from it.
+    pub node_key: String,
 }
 
 /// Share accounting per miner key.
@@ -126,9 +140,12 @@ impl From<crate::service::Stopped> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The router with CORS open to any origin (light clients are served elsewhere).
-pub fn router(state: ApiState) -> Router {
-    Router::new()
+pub fn router(state: ApiState, web_dir: Option<&std::path::Path>) -> Router {
+    #[cfg(feature = "chat")]
+    let chat = state.chat.clone();
+    let api = Router::new()
         .route("/api/health", get(health))
+        .route("/api/info", get(info))
         .route("/api/tip", get(tip))
         .route("/api/headers", get(headers))
         .route("/api/mmr-proof", get(mmr_proof))
@@ -137,20 +154,44 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/peers", get(peers))
         .route("/api/work", get(get_work).post(post_work))
         .route("/api/miners", get(miners))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(CorsLayer::permissive())
-        .with_state(state)
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    #[cfg(feature = "chat")]
+    let api = api.merge(crate::chat::routes::router(chat));
+    // The app's files take the fallback when served (unknown API paths stay JSON 404s).
+    let api = match web_dir {
+        Some(dir) => api.merge(crate::web::router(dir)),
+        None => api.fallback(|| async { ApiError::not_found("no such endpoint") }),
+    };
+    api.layer(CorsLayer::permissive())
 }
 
-/// Binds and serves until the process ends. Writes the bound address to
-/// `<data_dir>/http-addr` (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, state: ApiState, data_dir: &std::path::Path) -> anyhow::Result<()> {
+/// `GET /metrics`: the node's accounting in the OpenMetrics text format.
+async fn metrics() -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], crate::metrics::get().encode()).into_response()
+}
+
+/// Binds the API's address. Writes the bound address to `<data_dir>/http-addr`
+/// (port 0 picks a free one). Bound before the network starts, so the port can
+/// be announced to peers.
+pub async fn bind(addr: SocketAddr, data_dir: &std::path::Path) -> anyhow::Result<tokio::net::TcpListener> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding HTTP on {addr}"))?;
     let bound = listener.local_addr().context("HTTP local address")?;
     std::fs::write(data_dir.join("http-addr"), bound.to_string()).context("writing http-addr")?;
     tracing::info!("HTTP API on http://{bound}/api/tip");
-    axum::serve(listener, router(state)).await.context("HTTP server")
+    Ok(listener)
+}
+
+/// Serves until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    web_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    axum::serve(listener, router(state, web_dir.as_deref())).await.context("HTTP server")
 }
 
 fn tip_json(t: &TipInfo) -> Value {
@@ -182,6 +223,22 @@ fn header_json(h: &Header) -> Value {
 async fn health(State(s): State<ApiState>) -> Json<Value> {
     let t = s.chain.tip().borrow().clone();
     Json(json!({ "status": "ok", "chain": s.chain.params().name, "height": t.height, "peers": s.peers.borrow().len() }))
+}
+
+/// Who this node is and what it serves: light clients list nodes by model with it.
+async fn info(State(s): State<ApiState>) -> Json<Value> {
+    #[cfg(feature = "chat")]
+    let (models, chat) = (s.chat.backend.info().models, s.chat.info_json());
+    #[cfg(not(feature = "chat"))]
+    let (models, chat): (Vec<String>, Value) = (Vec::new(), Value::Null);
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "chain": s.chain.params().name,
+        "peer_id": s.identity.peer_id,
+        "node_key": s.identity.node_key,
+        "models": models,
+        "chat": chat,
+    }))
 }
 
 async fn tip(State(s): State<ApiState>) -> Json<Value> {
@@ -341,7 +398,18 @@ struct Solution {
     header: String,
 }
 
-async fn post_work(State(s): State<ApiState>, body: Result<Json<Solution>, JsonRejection>) -> ApiResult<Json<Value>> {
+async fn post_work(state: State<ApiState>, body: Result<Json<Solution>, JsonRejection>) -> ApiResult<Json<Value>> {
+    let result = check_share(state, body).await;
+    let m = crate::metrics::get();
+    match &result {
+        Ok(_) => m.shares_accepted.inc(),
+        Err(_) => m.shares_rejected.inc(),
+    };
+    result
+}
+
+/// The checks of `POST /api/work`, cheapest first.
+async fn check_share(State(s): State<ApiState>, body: Result<Json<Solution>, JsonRejection>) -> ApiResult<Json<Value>> {
     let Json(sol) = body?;
     let bytes = hex::decode(&sol.header).map_err(|e| ApiError::bad(format!("header is not hex: {e}")))?;
     let header = Header::decode(&bytes).map_err(|e| ApiError::bad(format!("header: {e}")))?;

@@ -1,24 +1,31 @@
 //! `tpow-node`: the tpow full node.
 //!
 //! - `run`: one node: redb store, libp2p network, optional CPU miner, HTTP API.
+//!   With the `chat` feature (default) it also serves an OpenAI-compatible chat
+//!   API (module `chat`) from a local model or an upstream server.
 //! - `devnet`: N mining nodes on loopback as child processes of this one.
 //! - `mine`: mine and verify blocks of a fresh in-memory chain (a demo and a
 //!   miner benchmark; touches no disk or network).
 //!
-//! Layering: pure logic (tpow-core, [`wire`], [`flyclient`], [`chain_state`]) is
+//! Layering: pure logic (tpow-core, [`wire`], [`chain_state`]) is
 //! sans-io and unit-tested; [`service`], [`p2p`], [`http`] and [`mining`] are the
 //! I/O edges around it.
 
 mod chain_state;
+#[cfg(feature = "chat")]
+mod chat;
 mod devnet;
-mod flyclient;
 mod http;
+mod metrics;
 mod mining;
 mod node;
 mod p2p;
+mod scheduler;
 mod service;
 mod store;
+mod summary;
 mod time;
+mod web;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -43,6 +43,16 @@ pub struct RunArgs {
     /// GPU fails later, the node says so and mines on the CPU.
     #[arg(long, requires = "mine")]
     pub gpu: bool,
+    /// Directory of the built web app served at / (default: the source tree's www/dist).
+    #[arg(long)]
+    pub web_dir: Option<PathBuf>,
+    /// Serve no web app, only the API.
+    #[arg(long)]
+    pub no_web: bool,
+    /// Largest share of compute mining keeps while chat requests wait (0..=1; 0
+    /// pauses mining until the chat queue is empty, 1 never yields).
+    #[arg(long, default_value_t = crate::scheduler::DEFAULT_MINE_SHARE)]
+    pub mine_share: f64,
     /// Key paid by mined coinbases, 64 hex characters (default: derived from the node key).
     #[arg(long)]
     pub miner_key: Option<String>,
@@ -54,6 +64,10 @@ pub struct RunArgs {
     /// node outlives its launcher, even one killed with SIGKILL). Linux only.
     #[arg(long, hide = true)]
     pub parent_pid: Option<u32>,
+    /// Chat: model, upstream, queue.
+    #[cfg(feature = "chat")]
+    #[command(flatten)]
+    pub chat: crate::chat::ChatArgs,
 }
 
 /// Fixes the chain parameters of a data dir: the first start records chain name
@@ -114,6 +128,9 @@ fn init_tracing() {
 /// Runs a node until Ctrl-C or SIGTERM.
 pub fn run(args: RunArgs) -> Result<()> {
     init_tracing();
+    if !(0.0..=1.0).contains(&args.mine_share) {
+        bail!("--mine-share must be between 0 and 1, got {}", args.mine_share);
+    }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -147,6 +164,20 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (chain, service_task) = crate::service::spawn(state, cores);
 
+    // HTTP is bound first so that its port can be announced to peers.
+    let http_listener = crate::http::bind(args.http, &args.data_dir).await?;
+    let http_port = http_listener.local_addr().ok().map(|a| a.port());
+    let identity = crate::http::NodeIdentity {
+        peer_id: keypair.public().to_peer_id().to_string(),
+        node_key: keypair.public().try_into_ed25519().map(|k| hex::encode(k.to_bytes())).unwrap_or_default(),
+    };
+    #[cfg(feature = "chat")]
+    let chat = crate::chat::setup(&args.chat, &keypair).await?;
+    #[cfg(feature = "chat")]
+    let models = chat.backend.info().models;
+    #[cfg(not(feature = "chat"))]
+    let models: Vec<String> = Vec::new();
+
     let (publish_tx, publish_rx) = mpsc::channel(64);
     let (peers_tx, peers_rx) = watch::channel(Vec::new());
     let p2p_cfg = crate::p2p::P2pConfig {
@@ -156,11 +187,20 @@ async fn run_async(args: RunArgs) -> Result<()> {
         chain_name: params.name.to_string(),
         genesis_id,
         data_dir: args.data_dir.clone(),
+        agent: crate::p2p::agent_version(&models, http_port),
     };
     let mut p2p_task = tokio::spawn(crate::p2p::run(p2p_cfg, chain.clone(), publish_rx, peers_tx));
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut miner_stats = None;
+    // Chat has priority over mining: the gate reads the engine's queue.
+    #[cfg(feature = "chat")]
+    let gate = match chat.backend.demand_counter() {
+        Some(demand) => crate::scheduler::ComputeGate::new(demand, args.mine_share),
+        None => crate::scheduler::ComputeGate::no_chat(),
+    };
+    #[cfg(not(feature = "chat"))]
+    let gate = crate::scheduler::ComputeGate::no_chat();
     let mut miner_thread = None;
     if args.mine {
         let threads = args.threads.unwrap_or(cores.saturating_sub(1)).max(1);
@@ -173,21 +213,37 @@ async fn run_async(args: RunArgs) -> Result<()> {
                 publish_tx.clone(),
                 shutdown.clone(),
                 stats.clone(),
+                gate.clone(),
             )
             .context("starting the miner thread")?,
         );
         miner_stats = Some(stats);
         tracing::info!(threads, miner_key = %hex::encode(miner_key), "mining");
     }
+    tokio::spawn(crate::summary::run(crate::summary::Sources {
+        tip: chain.tip(),
+        peers: peers_rx.clone(),
+        miner: miner_stats.clone(),
+        gate,
+    }));
     let api = crate::http::ApiState {
         chain: chain.clone(),
         peers: peers_rx,
         publish: publish_tx,
         node_miner: miner_stats,
         miners: Arc::new(Mutex::new(Default::default())),
+        identity,
+        #[cfg(feature = "chat")]
+        chat,
     };
-    let data_dir: PathBuf = args.data_dir.clone();
-    let mut http_task = tokio::spawn(async move { crate::http::serve(args.http, api, &data_dir).await });
+    let web_dir = (!args.no_web).then(|| args.web_dir.clone().unwrap_or_else(crate::web::default_dir)).filter(|d| {
+        let ok = crate::web::has_app(d);
+        if !ok {
+            tracing::warn!("no web app in {} (build it with scripts/build-web.sh); serving the API only", d.display());
+        }
+        ok
+    });
+    let mut http_task = tokio::spawn(crate::http::serve(http_listener, api, web_dir));
 
     let parent_pid = args.parent_pid;
     let result = tokio::select! {

@@ -53,8 +53,56 @@ pub struct PeerInfo {
     pub outbound: bool,
     /// Agent version from identify.
     pub agent: Option<String>,
+    /// Chat models it serves (from its agent version).
+    pub models: Vec<String>,
+    /// Port of its HTTP API (from its agent version); its host is the one in `address`.
+    pub http_port: Option<u16>,
     /// Blocks received from it that we stored.
     pub blocks_received: u64,
+}
+
+/// The identify agent version of a node: `tpow-node/VERSION`, then
+/// ` models=ID[,ID...]` when it serves chat, then ` http=PORT`. Peers learn
+/// from it which node offers which model, with no extra protocol.
+pub fn agent_version(models: &[String], http_port: Option<u16>) -> String {
+    let mut agent = format!("tpow-node/{}", env!("CARGO_PKG_VERSION"));
+    // Ids are made safe for the format: no separators inside an id.
+    let ids: Vec<String> = models
+        .iter()
+        .map(|m| m.chars().map(|c| if c.is_whitespace() || c == ',' || c == '=' { '_' } else { c }).collect())
+        .filter(|m: &String| !m.is_empty())
+        .collect();
+    if !ids.is_empty() {
+        agent.push_str(" models=");
+        agent.push_str(&ids.join(","));
+    }
+    if let Some(port) = http_port {
+        agent.push_str(&format!(" http={port}"));
+    }
+    agent
+}
+
+/// Most models read from one peer's agent version (the string comes from the network).
+const MAX_PEER_MODELS: usize = 32;
+
+/// The models and HTTP port in a peer's agent version (see [`agent_version`]);
+/// anything malformed is ignored.
+pub fn parse_agent(agent: &str) -> (Vec<String>, Option<u16>) {
+    let mut models = Vec::new();
+    let mut port = None;
+    for field in agent.split_whitespace() {
+        if let Some(list) = field.strip_prefix("models=") {
+            models = list
+                .split(',')
+                .filter(|m| !m.is_empty() && m.len() <= 128)
+                .take(MAX_PEER_MODELS)
+                .map(str::to_string)
+                .collect();
+        } else if let Some(p) = field.strip_prefix("http=") {
+            port = p.parse().ok();
+        }
+    }
+    (models, port)
 }
 
 /// Network settings.
@@ -72,6 +120,8 @@ pub struct P2pConfig {
     pub genesis_id: BlockId,
     /// Where to write the actual listen address (`p2p-addr`), for scripts and tests.
     pub data_dir: PathBuf,
+    /// Identify agent version ([`agent_version`]).
+    pub agent: String,
 }
 
 #[derive(NetworkBehaviour)]
@@ -187,6 +237,7 @@ fn build_swarm(
     keypair: &identity::Keypair,
     chain_name: &str,
     genesis_id: &BlockId,
+    agent: String,
 ) -> Result<(Swarm<Behaviour>, IdentTopic)> {
     let genesis = hex::encode(&genesis_id[..8]);
     let topic = IdentTopic::new(format!("/tpow/{}/{genesis}/blocks/1", chain_name));
@@ -221,8 +272,7 @@ fn build_swarm(
                 gossipsub,
                 sync,
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/tpow/1.0.0".into(), key.public())
-                        .with_agent_version(format!("tpow-node/{}", env!("CARGO_PKG_VERSION"))),
+                    identify::Config::new("/tpow/1.0.0".into(), key.public()).with_agent_version(agent),
                 ),
             })
         })
@@ -254,7 +304,7 @@ pub async fn attack(
     let keypair = identity::Keypair::generate_ed25519();
     let chain = tpow_core::HeaderChain::new(params.clone());
     let genesis_id = chain.tip().id;
-    let (mut swarm, topic) = build_swarm(&keypair, params.name, &genesis_id)?;
+    let (mut swarm, topic) = build_swarm(&keypair, params.name, &genesis_id, agent_version(&[], None))?;
     swarm.dial(peer.clone()).with_context(|| format!("dialling {peer}"))?;
     let deadline = tokio::time::Instant::now() + duration;
     let mut tick = tokio::time::interval(Duration::from_millis(300));
@@ -295,7 +345,7 @@ pub async fn run(
     mut publish: mpsc::Receiver<(Header, Body)>,
     peers_tx: watch::Sender<Vec<PeerInfo>>,
 ) -> Result<()> {
-    let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id)?;
+    let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id, cfg.agent.clone())?;
     swarm.listen_on(cfg.listen.clone()).with_context(|| format!("listening on {}", cfg.listen))?;
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
@@ -358,6 +408,8 @@ impl Net {
                 address: p.address.clone(),
                 outbound: p.outbound,
                 agent: p.agent.clone(),
+                models: p.agent.as_deref().map(|a| parse_agent(a).0).unwrap_or_default(),
+                http_port: p.agent.as_deref().and_then(|a| parse_agent(a).1),
                 blocks_received: p.blocks_received,
             })
             .collect();
@@ -529,7 +581,8 @@ impl Net {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
-                    p.agent = Some(info.agent_version);
+                    // Bounded: the string comes from the peer.
+                    p.agent = Some(info.agent_version.chars().take(1024).collect());
                     self.publish_peers();
                 }
             }
@@ -620,5 +673,23 @@ impl Net {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_versions_round_trip_models_and_port() {
+        let a = agent_version(&["SmolLM2-135M-Instruct".into(), "my model,v2".into()], Some(8645));
+        assert!(a.starts_with("tpow-node/"), "{a}");
+        assert_eq!(parse_agent(&a), (vec!["SmolLM2-135M-Instruct".to_string(), "my_model_v2".to_string()], Some(8645)));
+        assert_eq!(parse_agent(&agent_version(&[], None)), (Vec::new(), None));
+        // Other implementations' agents and junk give nothing.
+        assert_eq!(parse_agent("rust-libp2p/0.47.0"), (Vec::new(), None));
+        assert_eq!(parse_agent("x models= http=99999"), (Vec::new(), None));
+        let many = format!("tpow-node/0 models={}", vec!["m"; 100].join(","));
+        assert_eq!(parse_agent(&many).0.len(), MAX_PEER_MODELS);
     }
 }

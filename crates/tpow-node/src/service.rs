@@ -223,7 +223,9 @@ async fn run(
                     let self_tx = self_tx.clone();
                     tokio::task::spawn_blocking(move || {
                         let headers: Vec<Header> = prepared.blocks.iter().map(|(h, _)| *h).collect();
+                        let started = std::time::Instant::now();
                         let digests = compute_digests(&params, &headers, verify_threads);
+                        crate::metrics::get().add_compute(crate::metrics::Kind::Verification, started.elapsed());
                         // If the service is gone the node is stopping; nothing to do.
                         let _ = self_tx.blocking_send(Command::Verified { prepared, digests, reply });
                     });
@@ -285,7 +287,7 @@ fn flyclient(state: &ChainState, tip: u64, last: u64, samples: usize) -> Result<
     let last = last.clamp(1, tip + 1);
     let first_last = tip + 1 - last;
     let last_headers = state.headers(first_last, last);
-    let heights = crate::flyclient::sample_heights(&tip_header.id(), first_last, samples, |h| {
+    let heights = tpow_core::flyclient::sample_heights(&tip_header.id(), first_last, samples, |h| {
         state.total_work_at(h).unwrap_or_default()
     });
     let mut sampled = Vec::with_capacity(heights.len());

@@ -60,6 +60,17 @@ fn devnet_command_runs_connected_miners_and_they_die_with_it() {
         assert!(Instant::now() < deadline, "devnet did not converge: {tips:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // `--chat-nodes` defaults to 1: node 0 serves the model, node 1 only mines.
+    if cfg!(feature = "chat") {
+        let info = |u: &str| -> serde_json::Value {
+            let (_, body) = request(u, "GET", "/api/info", None).expect("info");
+            serde_json::from_slice(&body).expect("json")
+        };
+        let (first, second) = (info(&urls[0]), info(&urls[1]));
+        assert_eq!(first["chat"]["backend"], "local", "{first}");
+        assert_eq!(first["models"].as_array().map(Vec::len), Some(1), "{first}");
+        assert!(second["chat"]["unavailable"].as_str().is_some_and(|w| w.contains("--no-chat")), "{second}");
+    }
     let _ = launcher.0.kill();
     let _ = launcher.0.wait();
     let deadline = Instant::now() + Duration::from_secs(10);

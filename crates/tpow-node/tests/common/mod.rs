@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod chat;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -37,10 +39,15 @@ pub struct Node {
 #[derive(Default, Clone)]
 pub struct Opts {
     pub mine: bool,
+    /// Miner threads (default 1: tests share two cores).
+    pub threads: Option<usize>,
     /// Mine on the GPU (`--gpu`).
     pub gpu: bool,
     pub peers: Vec<String>,
     pub genesis_time_ms: Option<u64>,
+    /// Chat options (`--model`, `--upstream`, ...); None runs the node with
+    /// `--no-chat`, so chain tests neither load the model nor wait for it.
+    pub chat: Option<Vec<String>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -59,7 +66,7 @@ impl Node {
             .arg("--data-dir")
             .arg(dir);
         if opts.mine {
-            cmd.args(["--mine", "--threads", "1"]);
+            cmd.args(["--mine", "--threads"]).arg(opts.threads.unwrap_or(1).to_string());
         }
         if opts.gpu {
             cmd.arg("--gpu");
@@ -70,6 +77,19 @@ impl Node {
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
         }
+        if cfg!(feature = "chat") {
+            match &opts.chat {
+                None => {
+                    cmd.arg("--no-chat");
+                }
+                Some(args) => {
+                    cmd.args(args);
+                }
+            }
+        }
+        // A node kept in a static (shared by the tests of a file) is never
+        // dropped; it stops by itself when the test process is gone.
+        cmd.arg("--parent-pid").arg(std::process::id().to_string());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).expect("log");
         cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
         cmd.env("RUST_LOG", "info,libp2p=warn");
@@ -161,25 +181,62 @@ impl Drop for Node {
 
 /// A blocking HTTP/1.1 request with `Connection: close`.
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&str>) -> Option<(u16, Vec<u8>)> {
+    request_full(addr, method, path, body.map(str::as_bytes), Duration::from_secs(10)).map(|r| (r.status, r.body))
+}
+
+/// A response with its headers (names lower-cased).
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// [`request`] with headers and a chosen read timeout. A write error is not
+/// fatal: a server may answer (413) before it has read a large body.
+pub fn request_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Option<HttpResponse> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )
-    .ok()?;
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    let _ = s.write_all(body);
     let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
+    // A reset after a complete early answer still leaves that answer in `out`.
+    let _ = s.read_to_end(&mut out);
     let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&out[..split]).to_string();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let mut payload = out[split + 4..].to_vec();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
-    Some((status, payload))
+    Some(HttpResponse { status, headers, body: payload })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -6,7 +6,9 @@
 //! after the fact and anyone can recompute it) and the cumulative work per height,
 //! it returns sorted distinct heights.
 
-use tpow_core::{BlockId, U256};
+use alloc::vec::Vec;
+
+use crate::{BlockId, U256};
 
 /// BLAKE3 `derive_key` context of the sampling stream.
 pub const CTX_SAMPLE: &str = "tpow 2026-11 flyclient sample";

@@ -1,0 +1,170 @@
+//! `tpow-bench chat`: the chat engine's speed on SmolLM2-135M-Instruct.
+//!
+//! For each weight format (Q4_1 re-quantised to Q8_0 at load, the engine's default;
+//! Q4_1 as loaded) and thread count, a child process (candle's CPU pool is sized once
+//! per process, from `CANDLE_NUM_THREADS`) measures:
+//! - load: reading the GGUF, building the tokenizer, re-quantising;
+//! - prompt tok/s: a ChatML prompt of ~200 tokens from an empty KV cache, in the
+//!   engine's prefill chunks (median of several runs);
+//! - TTFT: prompt processing plus choosing the first token (greedy);
+//! - decode tok/s: 128 more tokens, one forward pass each (greedy, EOS ignored).
+//!
+//! `crates/tpow-bench/llama_cpp_bench.py` prints the same columns for llama.cpp on the
+//! same file, prompt and thread counts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tpow_chat::model::{Model, WeightFormat};
+use tpow_chat::sampling::argmax;
+use tpow_chat::{ChatTemplate, Message, Role, Tokenizer};
+
+/// The user message of the benchmark prompt (the same text is in llama_cpp_bench.py).
+pub const PROMPT: &str = "You are reviewing a design document for a small peer-to-peer network in which every node \
+mines blocks with a neural network forward pass and also answers chat requests with a small language model. \
+The document says that mining must yield the processor whenever a chat request is waiting, that each node keeps \
+a bounded queue of requests and refuses new ones when the queue is full, and that a request may be cancelled at \
+any time by closing the connection. It also says that the model is loaded once at start-up from a file whose \
+size and hash are pinned, that nothing is downloaded while the node runs, and that tokens are streamed to the \
+client as soon as they are generated. Summarise the three most important risks of this design, explain how you \
+would measure whether chat requests really get the processor quickly enough, and suggest one simple test for \
+each risk. Answer in a short numbered list.";
+
+/// Tokens generated after the prompt in the decode measurement.
+const DECODE_TOKENS: usize = 128;
+/// Prompt tokens per forward pass (the engine's prefill chunk).
+const PREFILL_CHUNK: usize = 256;
+
+struct Row {
+    format: &'static str,
+    threads: usize,
+    load_s: f64,
+    prompt_tokens: usize,
+    prompt_tps: f64,
+    ttft_ms: f64,
+    decode_tps: f64,
+}
+
+fn default_model() -> PathBuf {
+    match std::env::var_os("TPOW_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One measurement, in this process (the child).
+fn measure(model_path: &Path, format: WeightFormat, runs: usize) -> Result<Row> {
+    let t = Instant::now();
+    let mut file = std::fs::File::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
+    let mut reader = std::io::BufReader::new(&mut file);
+    let ct = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
+    let tokenizer = Tokenizer::from_gguf(&ct).map_err(anyhow::Error::msg)?;
+    let template = ChatTemplate::from_jinja(ct.metadata["tokenizer.chat_template"].to_string()?);
+    let mut model = Model::load(&ct, &mut reader, format)?;
+    let load_s = t.elapsed().as_secs_f64();
+
+    let prompt = template.render(&[Message { role: Role::User, content: PROMPT.into() }]);
+    let tokens = tokenizer.encode(&prompt).map_err(anyhow::Error::msg)?;
+
+    // Prompt processing and time to first token, from an empty cache each run.
+    let mut prefill = Vec::new();
+    let mut ttft = Vec::new();
+    let mut first = 0;
+    for _ in 0..runs.max(1) + 1 {
+        model.truncate_cache(0);
+        let t = Instant::now();
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            logits = model.forward(chunk)?;
+        }
+        let p = t.elapsed().as_secs_f64();
+        first = argmax(&logits);
+        let f = t.elapsed().as_secs_f64();
+        prefill.push(p);
+        ttft.push(f);
+    }
+    // The first run warms caches and the thread pool: drop it.
+    prefill.remove(0);
+    ttft.remove(0);
+
+    // Decode, continuing the last prompt run.
+    let mut decode = Vec::new();
+    for _ in 0..runs.max(1) {
+        model.truncate_cache(tokens.len());
+        let mut tok = first;
+        let t = Instant::now();
+        for _ in 0..DECODE_TOKENS {
+            let logits = model.forward(&[tok])?;
+            tok = argmax(&logits);
+        }
+        decode.push(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
+    }
+    let threads: usize = std::env::var("CANDLE_NUM_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Row {
+        format: match format {
+            WeightFormat::Q8_0 => "Q4_1 -> Q8_0",
+            WeightFormat::AsLoaded => "Q4_1",
+        },
+        threads,
+        load_s,
+        prompt_tokens: tokens.len(),
+        prompt_tps: tokens.len() as f64 / median(prefill),
+        ttft_ms: median(ttft) * 1e3,
+        decode_tps: median(decode),
+    })
+}
+
+fn print_header() {
+    println!("| engine | weights | threads | load (s) | prompt tokens | prompt (tok/s) | TTFT (ms) | decode (tok/s) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "| tpow-chat (candle) | {} | {} | {:.2} | {} | {:.0} | {:.0} | {:.1} |",
+        r.format, r.threads, r.load_s, r.prompt_tokens, r.prompt_tps, r.ttft_ms, r.decode_tps
+    );
+}
+
+/// Entry point of the `chat` subcommand. `child` is set in the re-executed measuring
+/// process: it measures one format at the pool size of its environment and prints a row.
+pub fn chat(model: Option<PathBuf>, threads: &[usize], runs: usize, child: Option<String>) -> Result<()> {
+    let model = model.unwrap_or_else(default_model);
+    if !model.is_file() {
+        bail!("the chat model is missing at {}: run scripts/fetch-model.sh", model.display());
+    }
+    if let Some(format) = child {
+        let format = match format.as_str() {
+            "q8_0" => WeightFormat::Q8_0,
+            "as-loaded" => WeightFormat::AsLoaded,
+            other => bail!("unknown format {other}"),
+        };
+        print_row(&measure(&model, format, runs)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    print_header();
+    for &n in threads {
+        for format in ["q8_0", "as-loaded"] {
+            let out = Command::new(&exe)
+                .args(["chat", "--model"])
+                .arg(&model)
+                .args(["--runs", &runs.to_string(), "--child", format])
+                .env("CANDLE_NUM_THREADS", n.to_string())
+                .env("RAYON_NUM_THREADS", n.to_string())
+                .output()?;
+            if !out.status.success() {
+                bail!("the {format} measurement at {n} threads failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    Ok(())
+}

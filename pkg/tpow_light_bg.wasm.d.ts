@@ -1,0 +1,38 @@
+/* tslint:disable */
+/* eslint-disable */
+export const memory: WebAssembly.Memory;
+export const __wbg_lightclient_free: (a: number, b: number) => void;
+export const cpuDigest: (a: number, b: number) => [number, number, number, number];
+export const lightclient_adapter: (a: number) => [number, number];
+export const lightclient_backend: (a: number) => any;
+export const lightclient_create: (a: any) => any;
+export const lightclient_digestOn: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number) => any;
+export const lightclient_gpuError: (a: number) => [number, number];
+export const lightclient_nodes: (a: number) => any;
+export const lightclient_recent: (a: number) => any;
+export const lightclient_stats: (a: number) => any;
+export const lightclient_subscribe: (a: number, b: any) => number;
+export const lightclient_sync: (a: number, b: number) => any;
+export const lightclient_tip: (a: number) => any;
+export const lightclient_unsubscribe: (a: number, b: number) => void;
+export const lightclient_verifyHeader: (a: number, b: number, c: number) => any;
+export const vectorDigest: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => [number, number, number, number];
+export const wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48: (a: number, b: number, c: any, d: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b: (a: number, b: number, c: any) => [number, number];
+export const wasm_bindgen__convert__closures_____invoke__h799959af17579079: (a: number, b: number, c: any) => [number, number];
+export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_23: (a: number, b: number, c: any) => [number, number];
+export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_24: (a: number, b: number, c: any) => [number, number];
+export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_18: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_22: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_21: (a: number, b: number, c: any) => void;
+export const __wbindgen_malloc: (a: number, b: number) => number;
+export const __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
+export const __wbindgen_free: (a: number, b: number, c: number) => void;
+export const __wbindgen_exn_store: (a: number) => void;
+export const __externref_table_alloc: () => number;
+export const __wbindgen_externrefs: WebAssembly.Table;
+export const __wbindgen_destroy_closure: (a: number, b: number) => void;
+export const __externref_table_dealloc: (a: number) => void;
+export const __wbindgen_start: () => void;

@@ -1,0 +1,1 @@
+importScripts("./miner_worker.js");wasm_bindgen("./miner_worker_bg.wasm");

@@ -1,0 +1,16 @@
+//! The browser side: yew components, `fetch` helpers, the chain client, the chat
+//! stream and the miner's workers. Only built for wasm32.
+
+pub mod app;
+pub mod chain_client;
+pub mod chat;
+#[cfg(feature = "light")]
+pub mod light_source;
+pub mod miner;
+pub mod net;
+pub mod worker;
+
+/// Mounts the app into `<body>`.
+pub fn start_app() {
+    yew::Renderer::<app::App>::new().render();
+}
