@@ -23,6 +23,7 @@ pub enum Kind {
     /// Proof-of-work forward passes of this node's miner.
     Mining,
     /// Chat generation (prompt processing and decoding).
+    #[cfg_attr(not(feature = "chat"), allow(dead_code))]
     Chat,
     /// Forward passes that verify received blocks and browser shares.
     Verification,
