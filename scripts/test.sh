@@ -105,8 +105,9 @@ TPOW_REQUIRE_WEBGPU=1 CHROMEDRIVER=/usr/bin/chromedriver \
   cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_browser
 
 step "browser tests against real devnet nodes: light client (tests/light), web app (tests/e2e)"
-# The binary `cargo test` built (test profile: optimised), not a slow dev build.
-cargo build --profile test -p tpow-node --locked
+# The binaries as `cargo test` built them (test profile: optimised; the same
+# workspace-wide features, so nothing is recompiled), not a slow dev build.
+cargo build --profile test --workspace --exclude tpow-bench --bins --locked
 npm ci --prefix tests/light --no-audit --no-fund --silent
 node tests/light/run.mjs --require-webgpu --node-bin "$CARGO_TARGET_DIR/debug/tpow-node"
 npm ci --prefix tests/e2e --no-audit --no-fund --silent
