@@ -8,22 +8,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::chat::model_path;
-use common::{serial, Node, Opts};
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TPOW_PYTHON") {
-        return p.into();
-    }
-    let cache = match std::env::var_os("TPOW_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tpow"),
-    };
-    cache.join("venv/bin/python")
-}
+use common::{python, serial, Node, Opts};
 
 #[test]
 fn the_official_openai_client_works_against_the_node() {

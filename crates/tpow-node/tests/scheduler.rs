@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chat::{chat_body, model_path};
-use common::{request, serial, Node, Opts};
+use common::{python, request, serial, Node, Opts};
 use serde_json::json;
 
 /// A prompt of about 150 tokens: time to first token is mostly prompt processing.
@@ -75,17 +75,6 @@ fn metrics(addr: &str) -> BTreeMap<String, f64> {
         .filter_map(|l| l.rsplit_once(' '))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
         .collect()
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TPOW_PYTHON") {
-        return p.into();
-    }
-    let cache = match std::env::var_os("TPOW_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tpow"),
-    };
-    cache.join("venv/bin/python")
 }
 
 /// Parses `/metrics` with the Python `prometheus_client` parser; `None` if that

@@ -252,3 +252,16 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The Python of the tests that drive Python clients: `TPOW_PYTHON`, else the venv
+/// scripts/test.sh installs under `${TPOW_CACHE:-$HOME/.cache/tpow}`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TPOW_PYTHON") {
+        return p.into();
+    }
+    let cache = match std::env::var_os("TPOW_CACHE") {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tpow"),
+    };
+    cache.join("venv/bin/python")
+}
