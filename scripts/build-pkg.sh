@@ -7,12 +7,13 @@
 # remapped so the output does not depend on where the checkout or the cargo home
 # is; the profile is pinned here (one codegen unit, fat LTO, no debug info).
 #   --check   build into a temporary directory and fail if it differs from pkg/
-#   WASM_BINDGEN=path   the wasm-bindgen CLI (default ~/.cache/tpow/bin/wasm-bindgen,
+#   WASM_BINDGEN=path   the wasm-bindgen CLI (default $TPOW_CACHE/bin/wasm-bindgen, TPOW_CACHE
+#                       defaulting to ~/.cache/tpow;
 #                       must be 0.2.130 = Cargo.lock)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-WASM_BINDGEN="${WASM_BINDGEN:-$HOME/.cache/tpow/bin/wasm-bindgen}"
+WASM_BINDGEN="${WASM_BINDGEN:-${TPOW_CACHE:-$HOME/.cache/tpow}/bin/wasm-bindgen}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$ROOT/pkg"
 CHECK=0

@@ -21,7 +21,30 @@ FUZZ_SECS="${TPOW_FUZZ_SECS:-20}"
 mkdir -p "$CACHE/bin"
 export PATH="$CACHE/bin:$PATH"
 
-step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+# Each stage's duration is printed at the end (also when a stage fails).
+STAGES=()
+STAGE_NAME=""
+STAGE_START=$SECONDS
+RUN_START=$SECONDS
+end_stage() {
+  if [ -n "$STAGE_NAME" ]; then
+    STAGES+=("$(printf '%6ds  %s' $((SECONDS - STAGE_START)) "$STAGE_NAME")")
+  fi
+}
+summary() {
+  local rc=$?
+  end_stage
+  printf '\n==> stage durations (%s)\n' "$([ $rc = 0 ] && echo passed || echo "FAILED, exit $rc")"
+  printf '%s\n' "${STAGES[@]}"
+  printf '%6ds  total\n' $((SECONDS - RUN_START))
+}
+trap summary EXIT
+step() {
+  end_stage
+  STAGE_NAME="$*"
+  STAGE_START=$SECONDS
+  printf '\n==> %s (%s)\n' "$*" "$(date +%T)"
+}
 
 step "toolchain: wasm32 target, rustfmt, clippy"
 rustup target add wasm32-unknown-unknown >/dev/null
@@ -78,6 +101,14 @@ step "committed builds are reproducible: pkg/ (light client) and www/dist (web a
 
 step "independent Python implementation reproduces tests/vectors"
 "$CACHE/venv/bin/python" tests/vectors/reference.py
+
+step "conformance suite (tests/vectors/README.md): tpow-core and the Python reference, every vector file"
+cargo build -q --release --locked -p tpow-core --example conformance
+"$CACHE/venv/bin/python" tests/vectors/conformance.py --quiet -- "$CARGO_TARGET_DIR/release/examples/conformance"
+"$CACHE/venv/bin/python" tests/vectors/conformance.py --quiet -- "$CACHE/venv/bin/python" tests/vectors/reference.py --serve
+
+step "mutation check: every rule mutation of reference.py fails at least one vector"
+"$CACHE/venv/bin/python" tests/vectors/mutations.py
 
 if [ "$FUZZ_SECS" != "0" ]; then
   step "fuzzing the decoders for ${FUZZ_SECS}s each"

@@ -167,7 +167,7 @@ mod tests {
     fn job(share_target: U256) -> Job {
         let params = tpow_core::ChainParams::devnet();
         let genesis = tpow_core::chain::genesis_header(&params);
-        let chain = tpow_core::HeaderChain::new(params.clone());
+        let chain = tpow_core::HeaderChain::new(params.clone()).expect("valid params");
         let header = chain.next_template([3; 32], [4; 32], params.genesis_timestamp_ms + 2000);
         Job {
             height: 1,

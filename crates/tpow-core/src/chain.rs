@@ -9,7 +9,7 @@
 //! [`PendingHeader::complete`]. A forged header therefore costs its sender a pow
 //! hash below the target before it costs a verifier one forward pass.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -18,7 +18,7 @@ use crate::header::{BlockId, Header, TEMPLATE_LEN, VERSION};
 use crate::mmr::{MmrNode, MmrPeaks};
 use crate::model::Model;
 use crate::puzzle::{pow_hash, Solver};
-use crate::spec::{ChainParams, ModelSpec};
+use crate::spec::{ChainParams, ModelSpec, ParamsError};
 use crate::target::{block_work, hash_meets_target, CompactTarget};
 use crate::U256;
 
@@ -80,6 +80,9 @@ pub enum HeaderError {
     /// The model spec of the chain is unusable (a configuration error).
     #[error("bad model spec: {0}")]
     Spec(#[from] crate::spec::SpecError),
+    /// The chain parameters are unusable (a configuration error).
+    #[error("bad chain parameters: {0}")]
+    Params(#[from] ParamsError),
 }
 
 /// A header in the chain with what it contributes.
@@ -95,6 +98,32 @@ pub struct ChainEntry {
     pub total_work: U256,
     /// MMR over genesis..=this header: the child's `mmr_root` is its root.
     pub mmr: MmrPeaks,
+}
+
+impl ChainEntry {
+    /// The genesis entry of a chain.
+    pub fn genesis(params: &ChainParams) -> Result<Self, ParamsError> {
+        params.validate()?;
+        let header = genesis_header(params);
+        let target = params.genesis_target()?;
+        Ok(Self::detached(&MmrPeaks::new(), header, target))
+    }
+
+    /// The entry of `header` on top of `self` (whose checks `header` passed:
+    /// [`check_against_parent`] returned `target`).
+    pub fn child(&self, header: Header, target: U256) -> Self {
+        Self::detached(&self.mmr, header, target)
+    }
+
+    /// The entry of a header whose parent is not at hand but whose MMR over
+    /// genesis..=parent (`parent_mmr`) was proven against its `mmr_root`. The
+    /// cumulative work is the one `parent_mmr` commits to.
+    pub fn detached(parent_mmr: &MmrPeaks, header: Header, target: U256) -> Self {
+        let id = header.id();
+        let mut mmr = parent_mmr.clone();
+        mmr.push(mmr_leaf(id, &target));
+        ChainEntry { header, id, target, total_work: mmr.total_work(), mmr }
+    }
 }
 
 /// The data the expensive check needs: derive the model from `prev_id`, run
@@ -210,17 +239,167 @@ pub fn genesis_header(params: &ChainParams) -> Header {
 }
 
 /// The ASERT anchor of a chain: its genesis header.
-pub fn asert_anchor(params: &ChainParams) -> AsertAnchor {
-    AsertAnchor {
+pub fn asert_anchor(params: &ChainParams) -> Result<AsertAnchor, ParamsError> {
+    Ok(AsertAnchor {
         height: 0,
         parent_timestamp_ms: params.genesis_timestamp_ms.saturating_sub(params.asert.ideal_block_time_ms),
-        target: params.genesis_bits.to_target().unwrap_or(params.asert.max_target),
-    }
+        target: params.genesis_target()?,
+    })
 }
 
 /// The compact target the child of `parent` must carry.
-pub fn next_bits(params: &ChainParams, parent: &Header) -> CompactTarget {
-    next_compact(&params.asert, &asert_anchor(params), parent.height, parent.timestamp_ms)
+pub fn next_bits(params: &ChainParams, parent: &Header) -> Result<CompactTarget, ParamsError> {
+    Ok(next_compact(&params.asert, &asert_anchor(params)?, parent.height, parent.timestamp_ms))
+}
+
+/// How far below the best chain's work a competing branch may claim to be and
+/// still be verified: this many blocks at the best tip's target (PROTOCOL.md
+/// §12.3). A branch further behind could only win by out-mining the best chain
+/// first, which its own forward passes would show no sooner than at that point.
+pub const WORK_MARGIN_BLOCKS: u64 = 6;
+
+/// The least total work a branch must claim (by pow hashes alone) before any of
+/// its forward passes is run: the best chain's work minus
+/// [`WORK_MARGIN_BLOCKS`] blocks at the best tip's target.
+pub fn min_branch_work(best: &ChainEntry) -> U256 {
+    let margin = block_work(best.target).saturating_mul(U256::from(WORK_MARGIN_BLOCKS));
+    best.total_work.saturating_sub(margin)
+}
+
+/// Why a branch (a segment of headers from the network) was refused before any
+/// forward pass, or failed one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BranchError {
+    /// A header failed a rule.
+    #[error("header {index} (height {height}): {source}")]
+    Header {
+        /// Position in the segment.
+        index: usize,
+        /// Height the header claims.
+        height: u64,
+        /// The rule.
+        #[source]
+        source: HeaderError,
+    },
+    /// Header `0` does not link to header `0 - 1`.
+    #[error("headers do not link at index {0}")]
+    NotContiguous(usize),
+    /// The branch claims too little work to ever become best (§12.3).
+    #[error("branch claims work {claimed}, below the {required} worth verifying")]
+    LowWork {
+        /// Total work up to the segment's last header.
+        claimed: U256,
+        /// [`min_branch_work`] of the best chain.
+        required: U256,
+    },
+}
+
+impl BranchError {
+    /// The rule a header broke, if it was one.
+    pub fn header_error(&self) -> Option<&HeaderError> {
+        match self {
+            BranchError::Header { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A segment of new headers that passed every cheap check and claims enough
+/// work; its forward passes are still to run.
+#[derive(Clone, Debug)]
+#[must_use = "a pending branch is not in the chain until completed and inserted"]
+pub struct PendingBranch {
+    entries: Vec<ChainEntry>,
+    spec: ModelSpec,
+    skipped: usize,
+}
+
+impl PendingBranch {
+    /// Headers to verify (leading headers already known are not counted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether every header was already known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many leading headers were already in the chain and skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// The headers to verify, parent first.
+    pub fn headers(&self) -> impl Iterator<Item = &Header> {
+        self.entries.iter().map(|e| &e.header)
+    }
+
+    /// What to run through the forward pass for header `i`.
+    pub fn pow_input(&self, i: usize) -> Option<PowInput> {
+        self.entries.get(i).map(|e| PowInput::of(self.spec, &e.header))
+    }
+
+    /// Total work claimed up to the last header.
+    pub fn claimed_work(&self) -> Option<U256> {
+        self.entries.last().map(|e| e.total_work)
+    }
+
+    /// The order in which to run the passes: a permutation of `0..len()` drawn
+    /// from `seed`, which the verifier picks at random so that a sender cannot
+    /// place its one false digest last (§12.3). Run the passes in this order, in
+    /// chunks, and drop the branch at the first mismatch.
+    pub fn verification_order(&self, seed: &[u8; 32]) -> Vec<usize> {
+        shuffled(self.entries.len(), seed)
+    }
+
+    /// Compares the digest computed for header `i` (of [`Self::headers`]) with
+    /// the one it claims. Errors give the position in the segment as sent
+    /// (`skipped() + i`), like [`HeaderChain::precheck_branch`]'s.
+    pub fn check_digest(&self, i: usize, computed: &[u8; 32]) -> Result<(), BranchError> {
+        let index = self.skipped + i;
+        let e = self.entries.get(i).ok_or(BranchError::NotContiguous(index))?;
+        if &e.header.output_digest != computed {
+            return Err(BranchError::Header { index, height: e.header.height, source: HeaderError::OutputDigest });
+        }
+        Ok(())
+    }
+
+    /// The verified headers, parent first, given every computed digest in header
+    /// order.
+    pub fn complete(self, digests: &[[u8; 32]]) -> Result<Vec<VerifiedHeader>, BranchError> {
+        if digests.len() != self.entries.len() {
+            return Err(BranchError::NotContiguous(digests.len().min(self.entries.len())));
+        }
+        for (i, d) in digests.iter().enumerate() {
+            self.check_digest(i, d)?;
+        }
+        Ok(self.entries.into_iter().map(|e| VerifiedHeader { header: e.header, id: e.id, target: e.target }).collect())
+    }
+}
+
+/// A permutation of `0..n` (Fisher-Yates, indices drawn from the BLAKE3 XOF of
+/// `seed` under the context of §3, reduced by rejection so it is unbiased).
+pub fn shuffled(n: usize, seed: &[u8; 32]) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..n).collect();
+    let mut xof = crate::hash::hasher(crate::hash::CTX_VERIFY_ORDER).update(seed).finalize_xof();
+    let mut next = || {
+        let mut b = [0u8; 8];
+        xof.fill(&mut b);
+        u64::from_le_bytes(b)
+    };
+    for i in (1..n).rev() {
+        let bound = i as u64 + 1;
+        let zone = u64::MAX - u64::MAX % bound;
+        let j = loop {
+            let r = next();
+            if r < zone {
+                break (r % bound) as usize;
+            }
+        };
+        out.swap(i, j);
+    }
+    out
 }
 
 /// The MMR leaf that a header contributes.
@@ -235,20 +414,21 @@ pub struct HeaderChain {
     entries: BTreeMap<BlockId, ChainEntry>,
     /// Best chain by height: `best[h]` is the id at height h.
     best: Vec<BlockId>,
+    /// Entries not on the best chain.
+    side: BTreeSet<BlockId>,
+    /// The ASERT anchor of the (validated) parameters.
+    anchor: AsertAnchor,
 }
 
 impl HeaderChain {
-    /// A chain holding only the genesis header.
-    pub fn new(params: ChainParams) -> Self {
-        let g = genesis_header(&params);
-        let id = g.id();
-        let target = params.genesis_bits.to_target().unwrap_or(params.asert.max_target);
-        let mut mmr = MmrPeaks::new();
-        mmr.push(mmr_leaf(id, &target));
-        let entry = ChainEntry { header: g, id, target, total_work: block_work(target), mmr };
+    /// A chain holding only the genesis header; fails on unusable parameters.
+    pub fn new(params: ChainParams) -> Result<Self, ParamsError> {
+        let entry = ChainEntry::genesis(&params)?;
+        let anchor = asert_anchor(&params)?;
+        let id = entry.id;
         let mut entries = BTreeMap::new();
         entries.insert(id, entry);
-        HeaderChain { params, entries, best: vec![id] }
+        Ok(HeaderChain { params, entries, best: vec![id], side: BTreeSet::new(), anchor })
     }
 
     /// The chain parameters.
@@ -287,7 +467,89 @@ impl HeaderChain {
         false
     }
 
-    /// Every check that costs no forward pass, cheapest first.
+    /// Number of headers stored off the best chain.
+    pub fn side_len(&self) -> usize {
+        self.side.len()
+    }
+
+    /// Every cheap check of a segment of headers from the network (parent
+    /// first), for *all* of them, before any forward pass (PROTOCOL.md §12.3):
+    /// leading headers already known are skipped; the first new one must have a
+    /// known parent; each must link to the one before and pass
+    /// [`check_against_parent`] against it; and the branch must claim at least
+    /// [`min_branch_work`].
+    pub fn precheck_branch(&self, headers: &[Header], now_ms: u64) -> Result<PendingBranch, BranchError> {
+        let skipped = headers.iter().take_while(|h| self.entries.contains_key(&h.id())).count();
+        for (i, w) in headers.windows(2).enumerate().skip(skipped.saturating_sub(1)) {
+            if w[1].prev_id != w[0].id() {
+                return Err(BranchError::NotContiguous(i + 1));
+            }
+        }
+        let fresh = &headers[skipped..];
+        let Some(first) = fresh.first() else {
+            return Ok(PendingBranch { entries: Vec::new(), spec: self.params.model, skipped });
+        };
+        let fail = |index: usize, h: &Header| {
+            let height = h.height;
+            move |source| BranchError::Header { index, height, source }
+        };
+        if first.version != VERSION {
+            return Err(fail(skipped, first)(HeaderError::Version(first.version)));
+        }
+        let mut parent =
+            self.entries.get(&first.prev_id).ok_or_else(|| fail(skipped, first)(HeaderError::UnknownParent))?;
+        let mut entries: Vec<ChainEntry> = Vec::with_capacity(fresh.len());
+        for (i, h) in fresh.iter().enumerate() {
+            let index = skipped + i;
+            if h.version != VERSION {
+                return Err(fail(index, h)(HeaderError::Version(h.version)));
+            }
+            let target = check_against_parent(&self.params, parent, h, now_ms).map_err(fail(index, h))?;
+            let entry = parent.child(*h, target);
+            entries.push(entry);
+            parent = entries.last().expect("pushed above");
+        }
+        let claimed = parent.total_work;
+        let required = min_branch_work(self.tip());
+        if claimed < required {
+            return Err(BranchError::LowWork { claimed, required });
+        }
+        Ok(PendingBranch { entries, spec: self.params.model, skipped })
+    }
+
+    /// Removes side branches that can no longer come within the margin of the
+    /// best chain (no entry on them has [`min_branch_work`]), so an attacker's
+    /// cheap old branches cost bounded memory and disk. Returns the removed
+    /// headers' (height, id), to delete them from storage too.
+    pub fn prune(&mut self) -> Vec<(u64, BlockId)> {
+        let required = min_branch_work(self.tip());
+        let mut alive = BTreeSet::new();
+        for id in &self.side {
+            if alive.contains(id) || self.entries.get(id).is_none_or(|e| e.total_work < required) {
+                continue;
+            }
+            let mut cursor = *id;
+            while self.side.contains(&cursor) && alive.insert(cursor) {
+                match self.entries.get(&cursor) {
+                    Some(e) => cursor = e.header.prev_id,
+                    None => break,
+                }
+            }
+        }
+        let dead: Vec<BlockId> = self.side.difference(&alive).copied().collect();
+        let mut out = Vec::with_capacity(dead.len());
+        for id in dead {
+            self.side.remove(&id);
+            if let Some(e) = self.entries.remove(&id) {
+                out.push((e.header.height, id));
+            }
+        }
+        out
+    }
+
+    /// Every check that costs no forward pass, cheapest first, for one header.
+    /// It applies no work threshold: use it for headers this node trusts (its
+    /// own store, its own miner) and [`Self::precheck_branch`] for the network.
     pub fn precheck(&self, header: &Header, now_ms: u64) -> Result<PendingHeader, HeaderError> {
         let id = header.id();
         if self.entries.contains_key(&id) {
@@ -321,6 +583,7 @@ impl HeaderChain {
         let id = entry.id;
         self.entries.insert(id, entry);
         if !new_is_best {
+            self.side.insert(id);
             return Ok(InsertOutcome::SideChain);
         }
         // Walk back from the new tip until we meet the best chain.
@@ -339,6 +602,10 @@ impl HeaderChain {
         let fork_height = self.entries[&cursor].header.height;
         let removed = self.best.split_off(fork_height as usize + 1);
         self.best.extend_from_slice(&added);
+        for a in &added {
+            self.side.remove(a);
+        }
+        self.side.extend(removed.iter().copied());
         Ok(InsertOutcome::NewTip { fork_height, removed, added })
     }
 
@@ -359,7 +626,7 @@ impl HeaderChain {
     /// clock is behind.
     pub fn next_template(&self, miner_key: [u8; 32], body_root: [u8; 32], now_ms: u64) -> Header {
         let tip = self.tip();
-        template_on(&self.params, tip, miner_key, body_root, now_ms)
+        template_on(&self.params, &self.anchor, tip, miner_key, body_root, now_ms)
     }
 
     /// Like [`Self::next_template`] on top of any known header (to mine a side branch).
@@ -370,12 +637,13 @@ impl HeaderChain {
         body_root: [u8; 32],
         now_ms: u64,
     ) -> Option<Header> {
-        Some(template_on(&self.params, self.entries.get(parent)?, miner_key, body_root, now_ms))
+        Some(template_on(&self.params, &self.anchor, self.entries.get(parent)?, miner_key, body_root, now_ms))
     }
 }
 
 fn template_on(
     params: &ChainParams,
+    anchor: &AsertAnchor,
     parent: &ChainEntry,
     miner_key: [u8; 32],
     body_root: [u8; 32],
@@ -386,7 +654,7 @@ fn template_on(
         height: parent.header.height + 1,
         prev_id: parent.id,
         timestamp_ms: now_ms.max(parent.header.timestamp_ms + 1),
-        bits: next_bits(params, &parent.header),
+        bits: next_compact(&params.asert, anchor, parent.header.height, parent.header.timestamp_ms),
         body_root,
         mmr_root: parent.mmr.root(),
         miner_key,
@@ -407,20 +675,8 @@ pub fn check_against_parent(
     if header.height != expected_height {
         return Err(HeaderError::Height { expected: expected_height, got: header.height });
     }
-    if header.timestamp_ms <= parent.header.timestamp_ms {
-        return Err(HeaderError::TimestampNotAfterParent {
-            parent: parent.header.timestamp_ms,
-            got: header.timestamp_ms,
-        });
-    }
-    if header.timestamp_ms > now_ms.saturating_add(params.max_future_drift_ms) {
-        return Err(HeaderError::TimestampInFuture {
-            got: header.timestamp_ms,
-            now: now_ms,
-            max_drift: params.max_future_drift_ms,
-        });
-    }
-    let expected = next_bits(params, &parent.header);
+    check_time(params, parent.header.timestamp_ms, header, now_ms)?;
+    let expected = next_bits(params, &parent.header)?;
     if header.bits != expected {
         return Err(HeaderError::Target { expected: expected.0, got: header.bits.0 });
     }
@@ -429,6 +685,71 @@ pub fn check_against_parent(
     }
     let target = check_pow_hash(header)?;
     Ok(target)
+}
+
+/// A child checked against its parent entry (every cheap check of §12.1 except
+/// "already known"), returning its entry: what a client that keeps only a window
+/// of the chain needs.
+pub fn check_child(
+    params: &ChainParams,
+    parent: &ChainEntry,
+    header: &Header,
+    now_ms: u64,
+) -> Result<ChainEntry, HeaderError> {
+    if header.version != VERSION {
+        return Err(HeaderError::Version(header.version));
+    }
+    if header.prev_id != parent.id {
+        return Err(HeaderError::UnknownParent);
+    }
+    let target = check_against_parent(params, parent, header, now_ms)?;
+    Ok(parent.child(*header, target))
+}
+
+/// The two time rules (§12.1): strictly after the parent (or, for a header whose
+/// parent is not at hand, after genesis) and not beyond the verifier's clock plus
+/// the allowed drift.
+fn check_time(params: &ChainParams, parent_timestamp_ms: u64, header: &Header, now_ms: u64) -> Result<(), HeaderError> {
+    if header.timestamp_ms <= parent_timestamp_ms {
+        return Err(HeaderError::TimestampNotAfterParent { parent: parent_timestamp_ms, got: header.timestamp_ms });
+    }
+    if header.timestamp_ms > now_ms.saturating_add(params.max_future_drift_ms) {
+        return Err(HeaderError::TimestampInFuture {
+            got: header.timestamp_ms,
+            now: now_ms,
+            max_drift: params.max_future_drift_ms,
+        });
+    }
+    Ok(())
+}
+
+/// The cheap checks a header gets when its parent is not at hand (a FlyClient
+/// sample, the oldest of the last headers; PROTOCOL.md §16): height above
+/// genesis, time after genesis and not in the future, a target no easier than
+/// ASERT allows for *any* parent older than the header, and the pow hash.
+/// Returns the header's target.
+///
+/// ASERT is monotone in the parent's timestamp and the parent is strictly older
+/// than the child, so `ASERT(height − 1, timestamp − 1)` bounds the target from
+/// above; `GetCompact` preserves the order. What this cannot see is a target
+/// *harder* than required, which only costs the forger more work per header.
+pub fn check_detached(params: &ChainParams, header: &Header, now_ms: u64) -> Result<U256, HeaderError> {
+    if header.version != VERSION {
+        return Err(HeaderError::Version(header.version));
+    }
+    if header.height == 0 {
+        return Err(HeaderError::Height { expected: 1, got: 0 });
+    }
+    check_time(params, params.genesis_timestamp_ms, header, now_ms)?;
+    let parent_like = Header { height: header.height - 1, timestamp_ms: header.timestamp_ms - 1, ..*header };
+    let easiest = next_bits(params, &parent_like)?;
+    let too_easy = HeaderError::Target { expected: easiest.0, got: header.bits.0 };
+    let easiest_target = easiest.to_target().map_err(|_| too_easy.clone())?;
+    let target = header.bits.to_target().map_err(|_| HeaderError::PowHash)?;
+    if target > easiest_target {
+        return Err(too_easy);
+    }
+    check_pow_hash(header)
 }
 
 /// The cheap proof-of-work check: one hash against the header's own target.

@@ -16,6 +16,10 @@ pub const CTX_INPUT_TOKENS: &str = "tpow 2026-11 input tokens";
 /// Context of the digest of the forward pass output.
 pub const CTX_OUTPUT_DIGEST: &str = "tpow 2026-11 output digest";
 
+/// Context of the order in which a verifier runs a branch's forward passes
+/// (local policy, not consensus: any order gives the same verdict).
+pub const CTX_VERIFY_ORDER: &str = "tpow 2026-11 verify order";
+
 /// A blake3 hasher in derive-key mode for `context`.
 pub fn hasher(context: &str) -> blake3::Hasher {
     blake3::Hasher::new_derive_key(context)

@@ -39,7 +39,7 @@ pub mod target;
 /// 256-bit unsigned integer for targets and work.
 pub type U256 = ruint::aliases::U256;
 
-pub use chain::{HeaderChain, HeaderError, InsertOutcome, ModelCache};
+pub use chain::{BranchError, ChainEntry, HeaderChain, HeaderError, InsertOutcome, ModelCache, PendingBranch};
 pub use header::{BlockId, Header};
 pub use model::Model;
-pub use spec::{ChainParams, ModelSpec};
+pub use spec::{ChainParams, ModelSpec, Network, ParamsError};

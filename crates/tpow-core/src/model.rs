@@ -150,3 +150,63 @@ impl Model {
         })
     }
 }
+
+/// Gain of one tensor kind in a conformance model (docs/PROTOCOL.md §14.1):
+/// every weight `w` of the kind's §5 stream becomes `clamp8(((w · mul) >> 7) + add)`.
+///
+/// `mul = 128, add = 0` leaves the weight unchanged. The specification limits
+/// `mul` to `0..=65535` and `add` to `-255..=255`, so that 32-bit implementations
+/// compute the same weights; this function computes in 64 bits and accepts any
+/// value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConformanceGain {
+    /// Multiplier, in units of 1/128.
+    pub mul: u32,
+    /// Added after scaling, before the clamp to `-127..=127`.
+    pub add: i32,
+}
+
+impl ConformanceGain {
+    /// The gain that leaves weights unchanged (`mul = 128, add = 0`).
+    pub const IDENTITY: ConformanceGain = ConformanceGain { mul: 128, add: 0 };
+}
+
+impl Model {
+    /// A *conformance model* (docs/PROTOCOL.md §14.1): the model derived from
+    /// `seed` as if it were a `prev_id` (§5), with each tensor's weights rescaled
+    /// by the gain of its kind (`gains[kind as usize]`).
+    ///
+    /// Test-only: no block ever mines on such a model. It exists so that the
+    /// conformance vectors can drive the forward pass into every clamp and guard
+    /// (residual and attention clamps, the `t ≥ 256` softmax cut-off, the RMS-norm
+    /// floor `r = max(isqrt(ms), 1)`), which the derived weights rarely or never
+    /// reach. With every gain [`ConformanceGain::IDENTITY`] it equals
+    /// [`Model::derive`]`(spec, seed)`.
+    pub fn conformance(spec: &ModelSpec, seed: &[u8; 32], gains: &[ConformanceGain; 8]) -> Result<Self, SpecError> {
+        let mut model = Model::derive(spec, seed)?;
+        let rescale = |m: &mut Matrix, kind: TensorKind| {
+            let g = gains[kind as usize];
+            if g == ConformanceGain::IDENTITY {
+                return;
+            }
+            for w in m.data.iter_mut() {
+                let v = ((i64::from(*w) * i64::from(g.mul)) >> 7) + i64::from(g.add);
+                *w = v.clamp(-127, 127) as i8;
+            }
+            if !m.packed.is_empty() {
+                m.packed = crate::forward::Backend::detect().pack(m.rows, m.cols, &m.data);
+            }
+        };
+        rescale(&mut model.tok_emb, TensorKind::TokenEmbedding);
+        rescale(&mut model.pos_emb, TensorKind::PositionEmbedding);
+        for layer in model.layers.iter_mut() {
+            rescale(&mut layer.wq, TensorKind::Query);
+            rescale(&mut layer.wk, TensorKind::Key);
+            rescale(&mut layer.wv, TensorKind::Value);
+            rescale(&mut layer.wo, TensorKind::AttnOut);
+            rescale(&mut layer.w_up, TensorKind::MlpUp);
+            rescale(&mut layer.w_down, TensorKind::MlpDown);
+        }
+        Ok(model)
+    }
+}

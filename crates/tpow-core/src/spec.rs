@@ -120,11 +120,77 @@ impl ModelSpec {
     }
 }
 
+/// Which chain a set of parameters describes. Policy that differs between chains
+/// asks this type (never the human name), so a new network is one new variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// A local development chain, started fresh by whoever runs it.
+    Devnet,
+    /// The public chain.
+    Mainnet,
+}
+
+impl Network {
+    /// Every network, for parsers and help texts.
+    pub const ALL: [Network; 2] = [Network::Devnet, Network::Mainnet];
+
+    /// The name used on the command line, in the API and in the p2p topic.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Devnet => "devnet",
+            Network::Mainnet => "mainnet",
+        }
+    }
+
+    /// Looks a network up by [`Network::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.name() == name)
+    }
+
+    /// Whether an operator may choose the genesis time. A devnet starts fresh on
+    /// every machine, so its genesis must be "now"; a public chain has one genesis
+    /// that every client must agree on, so nobody may move it.
+    pub fn allows_genesis_override(self) -> bool {
+        matches!(self, Network::Devnet)
+    }
+}
+
+impl core::fmt::Display for Network {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a [`ChainParams`] cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// The model shape is outside the bounds of the forward pass.
+    #[error("bad model spec: {0}")]
+    Spec(#[from] SpecError),
+    /// The genesis compact target does not decode.
+    #[error("genesis bits {0:#010x} do not decode to a target")]
+    GenesisBits(u32),
+    /// The genesis target is easier than the chain's easiest allowed target.
+    #[error("genesis target is above max_target")]
+    GenesisAboveMax,
+    /// A zero block time or half-life makes ASERT meaningless.
+    #[error("ASERT block time and half-life must be positive")]
+    Asert,
+    /// The network does not let anyone move its genesis.
+    #[error("the genesis time of {0} is fixed")]
+    GenesisFixed(Network),
+}
+
 /// Everything that distinguishes one chain from another.
+///
+/// Build it with a preset ([`ChainParams::devnet`], [`ChainParams::mainnet`]) or,
+/// for tests, a struct literal passed through [`ChainParams::validate`]; every
+/// consumer ([`crate::HeaderChain::new`], the light client) validates once, so no
+/// rule ever has to guess a fallback for a bad value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainParams {
-    /// Human name (`devnet`, `mainnet`).
-    pub name: &'static str,
+    /// Which chain.
+    pub network: Network,
     /// Shape of the puzzle model.
     pub model: ModelSpec,
     /// Difficulty schedule.
@@ -141,7 +207,7 @@ impl ChainParams {
     /// Local development chain: tiny model, 2-second blocks, fast-reacting difficulty.
     pub fn devnet() -> Self {
         ChainParams {
-            name: "devnet",
+            network: Network::Devnet,
             model: ModelSpec::DEVNET,
             asert: AsertParams { ideal_block_time_ms: 2_000, half_life_ms: 60_000, max_target: U256::from(1u8) << 252 },
             genesis_timestamp_ms: 1_764_000_000_000,
@@ -154,7 +220,7 @@ impl ChainParams {
     /// Public chain: 60-second blocks, difficulty half-life of 12 hours.
     pub fn mainnet() -> Self {
         ChainParams {
-            name: "mainnet",
+            network: Network::Mainnet,
             model: ModelSpec::MAINNET,
             asert: AsertParams {
                 ideal_block_time_ms: 60_000,
@@ -167,12 +233,49 @@ impl ChainParams {
         }
     }
 
+    /// The preset of a network.
+    pub fn of(network: Network) -> Self {
+        match network {
+            Network::Devnet => Self::devnet(),
+            Network::Mainnet => Self::mainnet(),
+        }
+    }
+
     /// Looks a preset up by name.
     pub fn by_name(name: &str) -> Option<Self> {
-        match name {
-            "devnet" => Some(Self::devnet()),
-            "mainnet" => Some(Self::mainnet()),
-            _ => None,
+        Network::from_name(name).map(Self::of)
+    }
+
+    /// Human name (`devnet`, `mainnet`).
+    pub fn name(&self) -> &'static str {
+        self.network.name()
+    }
+
+    /// Checks every parameter a rule depends on.
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        self.model.validate()?;
+        if self.asert.ideal_block_time_ms == 0 || self.asert.half_life_ms == 0 {
+            return Err(ParamsError::Asert);
         }
+        let target = self.genesis_bits.to_target().map_err(|_| ParamsError::GenesisBits(self.genesis_bits.0))?;
+        if target > self.asert.max_target {
+            return Err(ParamsError::GenesisAboveMax);
+        }
+        Ok(())
+    }
+
+    /// The genesis target (decoded `genesis_bits`).
+    pub fn genesis_target(&self) -> Result<U256, ParamsError> {
+        self.genesis_bits.to_target().map_err(|_| ParamsError::GenesisBits(self.genesis_bits.0))
+    }
+
+    /// The same chain with its genesis at `timestamp_ms`, where the network
+    /// allows it.
+    pub fn with_genesis_time(mut self, timestamp_ms: u64) -> Result<Self, ParamsError> {
+        if timestamp_ms != self.genesis_timestamp_ms && !self.network.allows_genesis_override() {
+            return Err(ParamsError::GenesisFixed(self.network));
+        }
+        self.genesis_timestamp_ms = timestamp_ms;
+        Ok(self)
     }
 }

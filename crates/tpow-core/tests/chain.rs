@@ -49,7 +49,7 @@ fn now(h: &Header) -> u64 {
 
 #[test]
 fn mined_headers_extend_the_chain_and_accumulate_work() {
-    let mut chain = HeaderChain::new(easy_params());
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
     let mut cache = ModelCache::new();
     let mut work = chain.tip().total_work;
     for height in 1..=20u64 {
@@ -69,7 +69,7 @@ fn mined_headers_extend_the_chain_and_accumulate_work() {
 
 /// A chain with a few blocks and a valid next header on top of it.
 fn setup() -> (HeaderChain, Header, ModelCache) {
-    let mut chain = HeaderChain::new(easy_params());
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
     let mut cache = ModelCache::new();
     for _ in 0..3 {
         let tip = chain.tip().id;
@@ -171,7 +171,7 @@ fn forged_output_digest_passes_cheap_checks_but_fails_the_forward_pass() {
 
 #[test]
 fn heavier_fork_reorgs_and_lighter_fork_stays_on_the_side() {
-    let mut chain = HeaderChain::new(easy_params());
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
     let mut cache = ModelCache::new();
     let genesis = chain.tip().id;
     // Branch A: 3 blocks.
@@ -220,7 +220,7 @@ fn heavier_fork_reorgs_and_lighter_fork_stays_on_the_side() {
 
 #[test]
 fn asert_raises_difficulty_when_blocks_come_fast() {
-    let mut chain = HeaderChain::new(easy_params());
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
     let mut cache = ModelCache::new();
     let start: U256 = chain.tip().target;
     for _ in 0..10 {
@@ -231,4 +231,167 @@ fn asert_raises_difficulty_when_blocks_come_fast() {
         chain.submit_cpu(&h, ts, &mut cache).unwrap();
     }
     assert!(chain.tip().target < start, "target must fall when blocks are fast");
+}
+
+/// Mines `n` headers on `parent`, each `STEP` after the one before, without
+/// inserting them (a segment as a peer would send it).
+fn segment(chain: &HeaderChain, parent: &BlockId, n: usize, key: u8) -> Vec<Header> {
+    let mut out: Vec<Header> = Vec::new();
+    let mut scratch = chain.clone();
+    let mut cache = ModelCache::new();
+    let mut tip = *parent;
+    for _ in 0..n {
+        let h = child(&scratch, &tip, key);
+        scratch.submit_cpu(&h, u64::MAX - STEP, &mut cache).unwrap();
+        tip = h.id();
+        out.push(h);
+    }
+    out
+}
+
+fn grow(chain: &mut HeaderChain, n: usize, key: u8) {
+    let mut cache = ModelCache::new();
+    for _ in 0..n {
+        let tip = chain.tip().id;
+        let h = child(chain, &tip, key);
+        chain.submit_cpu(&h, u64::MAX - STEP, &mut cache).unwrap();
+    }
+}
+
+#[test]
+fn branch_precheck_checks_every_header_before_any_pass() {
+    let chain = HeaderChain::new(easy_params()).expect("valid params");
+    let g = chain.tip().id;
+    let seg = segment(&chain, &g, 5, 1);
+    let pending = chain.precheck_branch(&seg, u64::MAX - STEP).expect("valid segment");
+    assert_eq!(pending.len(), 5);
+    // Header 4 claims an easier target than ASERT gives: refused at index 4 by the
+    // cheap checks, even though the headers before it are fine.
+    let mut forged = seg.clone();
+    forged[4].bits = CompactTarget(0x2200_00ff);
+    let err = chain.precheck_branch(&forged, u64::MAX - STEP).unwrap_err();
+    assert!(
+        matches!(err, tpow_core::BranchError::Header { index: 4, source: HeaderError::Target { .. }, .. }),
+        "{err}"
+    );
+    // A made-up digest on header 4 that still meets the target cannot be told
+    // apart cheaply; the check of its digest can.
+    let mut cache = ModelCache::new();
+    let order = pending.verification_order(&[7; 32]);
+    for &i in &order {
+        let d = cache.output_digest(&pending.pow_input(i).unwrap()).unwrap();
+        pending.check_digest(i, &d).unwrap();
+    }
+    // Gaps and leading known headers.
+    let mut gap = seg.clone();
+    gap.remove(2);
+    assert_eq!(chain.precheck_branch(&gap, u64::MAX - STEP).unwrap_err(), tpow_core::BranchError::NotContiguous(2));
+    let mut grown = chain.clone();
+    let mut cache = ModelCache::new();
+    grown.submit_cpu(&seg[0], u64::MAX - STEP, &mut cache).unwrap();
+    let p = grown.precheck_branch(&seg, u64::MAX - STEP).unwrap();
+    assert_eq!((p.skipped(), p.len()), (1, 4));
+}
+
+#[test]
+fn low_work_branches_get_no_pass_and_are_pruned() {
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
+    let g = chain.tip().id;
+    grow(&mut chain, 12, 1);
+    let now = u64::MAX - STEP;
+    // A child of genesis claims one block of work against twelve: refused before
+    // any pass, whatever its digest.
+    let fork = segment(&chain, &g, 1, 2);
+    let err = chain.precheck_branch(&fork, now).unwrap_err();
+    assert!(matches!(err, tpow_core::BranchError::LowWork { .. }), "{err}");
+    // A sibling of the tip is within the margin: it gets its pass and is stored.
+    let parent = chain.at_height(chain.height() - 1).unwrap().id;
+    let sibling = segment(&chain, &parent, 1, 3);
+    let pending = chain.precheck_branch(&sibling, now).expect("within the margin");
+    let mut cache = ModelCache::new();
+    let d = cache.output_digest(&pending.pow_input(0).unwrap()).unwrap();
+    for v in pending.complete(&[d]).unwrap() {
+        assert_eq!(chain.insert(v).unwrap(), InsertOutcome::SideChain);
+    }
+    assert_eq!(chain.side_len(), 1);
+    assert!(chain.prune().is_empty(), "a fresh sibling stays");
+    // The best chain moves on by more than the margin: the sibling can no longer
+    // win and is pruned.
+    grow(&mut chain, tpow_core::chain::WORK_MARGIN_BLOCKS as usize + 2, 1);
+    assert_eq!(chain.prune(), vec![(sibling[0].height, sibling[0].id())]);
+    assert_eq!(chain.side_len(), 0);
+    assert!(chain.get(&sibling[0].id()).is_none());
+}
+
+#[test]
+fn a_heavier_branch_still_wins_through_the_branch_path() {
+    let mut chain = HeaderChain::new(easy_params()).expect("valid params");
+    grow(&mut chain, 8, 1);
+    let fork_parent = chain.at_height(4).unwrap().id;
+    let branch = segment(&chain, &fork_parent, 6, 2);
+    let pending = chain.precheck_branch(&branch, u64::MAX - STEP).expect("heavier branch");
+    let mut cache = ModelCache::new();
+    let digests: Vec<[u8; 32]> =
+        (0..pending.len()).map(|i| cache.output_digest(&pending.pow_input(i).unwrap()).unwrap()).collect();
+    let outcomes: Vec<InsertOutcome> =
+        pending.complete(&digests).unwrap().into_iter().map(|v| chain.insert(v).unwrap()).collect();
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, InsertOutcome::NewTip { fork_height: 4, removed, .. } if removed.len() == 4)));
+    assert_eq!(chain.tip().id, branch[5].id());
+    assert_eq!(chain.side_len(), 4);
+}
+
+#[test]
+fn verification_order_is_a_seeded_permutation() {
+    let a = tpow_core::chain::shuffled(500, &[1; 32]);
+    let b = tpow_core::chain::shuffled(500, &[2; 32]);
+    let mut sorted = a.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..500).collect::<Vec<_>>());
+    assert_ne!(a, b);
+    assert_eq!(a, tpow_core::chain::shuffled(500, &[1; 32]));
+    // The last header is not verified last for most seeds.
+    let last_first = (0..64u8).filter(|s| tpow_core::chain::shuffled(500, &[*s; 32])[..8].contains(&499)).count();
+    assert!(last_first < 8);
+}
+
+#[test]
+fn detached_check_bounds_the_target() {
+    use tpow_core::chain::{check_detached, ChainEntry};
+    let chain = HeaderChain::new(ChainParams::devnet()).expect("valid params");
+    let params = chain.params().clone();
+    let g = chain.tip().id;
+    let seg = segment(&chain, &g, 3, 1);
+    let now = seg[2].timestamp_ms;
+    let mut parent = ChainEntry::genesis(&params).unwrap();
+    for h in &seg {
+        let t = check_detached(&params, h, now).unwrap();
+        let e = parent.child(*h, t);
+        assert_eq!(e.id, h.id());
+        parent = e;
+    }
+    let future = Header { timestamp_ms: now + 60_000, ..seg[1] };
+    assert!(matches!(check_detached(&params, &future, now), Err(HeaderError::TimestampInFuture { .. })));
+    // Stamped on schedule, the header may not carry the easiest target.
+    let on_schedule = params.genesis_timestamp_ms + 2_000 * seg[1].height;
+    let easy =
+        Header { timestamp_ms: on_schedule, bits: CompactTarget::from_target(params.asert.max_target), ..seg[1] };
+    assert!(matches!(check_detached(&params, &easy, now), Err(HeaderError::Target { .. })));
+    assert!(check_detached(&params, &tpow_core::chain::genesis_header(&params), now).is_err());
+}
+
+#[test]
+fn parameters_are_validated_once() {
+    let mut bad = ChainParams::devnet();
+    bad.genesis_bits = CompactTarget(0x0180_0000); // negative: does not decode
+    assert!(HeaderChain::new(bad.clone()).is_err());
+    assert!(tpow_core::chain::ChainEntry::genesis(&bad).is_err());
+    let mut easy = ChainParams::devnet();
+    easy.genesis_bits = CompactTarget::from_target(U256::MAX);
+    assert_eq!(HeaderChain::new(easy).unwrap_err(), tpow_core::ParamsError::GenesisAboveMax);
+    assert!(ChainParams::mainnet().with_genesis_time(1).is_err());
+    assert_eq!(ChainParams::devnet().with_genesis_time(5).unwrap().genesis_timestamp_ms, 5);
+    assert!(tpow_core::Network::Devnet.allows_genesis_override());
+    assert!(!tpow_core::Network::Mainnet.allows_genesis_override());
 }

@@ -118,7 +118,7 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
     }
     VectorFile {
         comment: "tpow consensus test vectors; see docs/PROTOCOL.md. Regenerate: TPOW_BLESS=1 cargo test -p tpow-core --test vectors".into(),
-        chain: params.name.into(),
+        chain: params.name().into(),
         spec: SpecJson {
             vocab: spec.vocab,
             seq_len: spec.seq_len,
@@ -128,7 +128,7 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
             d_ffn: spec.d_ffn,
         },
         genesis_header: hex::encode(genesis.encode()),
-        genesis_id: hex::encode(HeaderChain::new(params.clone()).tip().id),
+        genesis_id: hex::encode(HeaderChain::new(params.clone()).expect("valid params").tip().id),
         gelu_table: hex::encode(bytes_of(&GELU_TABLE)),
         cases,
     }
@@ -136,7 +136,7 @@ fn compute(params: &ChainParams, n_seeds: u32, nonces: &[u64]) -> VectorFile {
 
 fn check(params: ChainParams, n_seeds: u32, nonces: &[u64]) {
     let got = compute(&params, n_seeds, nonces);
-    let path = vector_path(params.name);
+    let path = vector_path(params.name());
     if std::env::var_os("TPOW_BLESS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
         return;

@@ -127,7 +127,7 @@ fn main() {
     let mut single = Vec::new();
     for params in [ChainParams::devnet(), ChainParams::mainnet()] {
         let spec = params.model;
-        let batches = match (params.name, cpu_adapter) {
+        let batches = match (params.name(), cpu_adapter) {
             ("devnet", _) if args.devnet.is_some() => args.devnet.clone().unwrap_or_default(),
             ("mainnet", _) if args.mainnet.is_some() => args.mainnet.clone().unwrap_or_default(),
             ("devnet", true) => vec![16, 256, 1024],
@@ -147,7 +147,7 @@ fn main() {
         let cpu = cpu_rate(&model, args.secs);
         mining.push(format!(
             "| {} | CPU miner (all threads) | - | {:.1} | {} |",
-            params.name,
+            params.name(),
             cpu,
             ms(Duration::from_secs_f64(1.0 / cpu))
         ));
@@ -162,12 +162,12 @@ fn main() {
                 match r {
                     Ok(rate) => mining.push(format!(
                         "| {} | GPU {label} | {} | {:.1} | {} |",
-                        params.name,
+                        params.name(),
                         miner.batch_size(),
                         rate,
                         ms(Duration::from_secs_f64(1.0 / rate))
                     )),
-                    Err(e) => mining.push(format!("| {} | GPU {label} | {b} | error: {e} | |", params.name)),
+                    Err(e) => mining.push(format!("| {} | GPU {label} | {b} | error: {e} | |", params.name())),
                 }
             }
         }
@@ -186,7 +186,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let reps = if params.name == "devnet" { 9 } else { 3 };
+        let reps = if params.network == tpow_core::Network::Devnet { 9 } else { 3 };
         let mut lat = Vec::new();
         let mut cpu_lat = Vec::new();
         let mut solver = Solver::new(&model);
@@ -207,7 +207,7 @@ fn main() {
         }
         single.push(format!(
             "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} |",
-            params.name,
+            params.name(),
             ms(median(lat)),
             ms(median(cpu_lat)),
             ms(derive),

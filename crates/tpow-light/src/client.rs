@@ -10,13 +10,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use serde::Serialize;
-use tpow_core::chain::{mmr_leaf, ChainEntry, PowInput};
+use tpow_core::chain::{check_child, check_detached, genesis_header, mmr_leaf, ChainEntry, PowInput};
 use tpow_core::{BlockId, ChainParams, Header, HeaderError, U256};
 
 use crate::error::{fault, LightError, NodeFault};
 use crate::flyclient::{check_sample_cover, default_samples, peaks_from_proof, work_before};
 use crate::nodes::{try_order, NodeState, NodeStatus};
-use crate::verify::{check_child, check_detached, detached_entry, genesis_entry, LightChain};
+use crate::verify::LightChain;
 use crate::wire::{self, TipClaim};
 
 /// Which engine ran a forward pass.
@@ -246,9 +246,11 @@ impl<P: Platform> Client<P> {
     /// they load; a record that does not is ignored and the client starts at genesis).
     pub fn new(config: Config, platform: P, state: Option<&[u8]>) -> Result<Self, LightError> {
         config.validate()?;
-        let chain = state
-            .and_then(|b| crate::state::decode(&config.params, b).ok())
-            .unwrap_or_else(|| LightChain::genesis(config.params.clone()));
+        config.params.validate()?;
+        let chain = match state.and_then(|b| crate::state::decode(&config.params, b).ok()) {
+            Some(c) => c,
+            None => LightChain::genesis(config.params.clone())?,
+        };
         let nodes = config.nodes.iter().map(|u| NodeStatus::new(u)).collect();
         Ok(Client {
             platform,
@@ -337,6 +339,34 @@ impl<P: Platform> Client<P> {
             return Err(fault(node, NodeFault::TooLarge { got: body.len(), limit }));
         }
         Ok(body)
+    }
+
+    /// Refuses a node of another chain before anything it serves is trusted: its
+    /// `/api/chain` must name our chain and genesis. Asked once per node.
+    async fn check_same_chain(&self, index: usize, node: &str) -> Result<(), LightError> {
+        if self.nodes.borrow().get(index).is_some_and(|n| n.same_chain) {
+            return Ok(());
+        }
+        let body = self.fetch(node, "/api/chain", wire::MAX_CHAIN_BYTES).await?;
+        let claim = wire::parse_chain(&body).map_err(|f| fault(node, f))?;
+        let params = &self.config.params;
+        let ours = genesis_header(params).id();
+        if claim.name != params.name() || claim.genesis_id != ours {
+            return Err(fault(
+                node,
+                NodeFault::WrongChain(format!(
+                    "genesis: the node follows {} with genesis {}, this client {} with genesis {}",
+                    claim.name,
+                    hex::encode(&claim.genesis_id[..8]),
+                    params.name(),
+                    hex::encode(&ours[..8])
+                )),
+            ));
+        }
+        if let Some(n) = self.nodes.borrow_mut().get_mut(index) {
+            n.same_chain = true;
+        }
+        Ok(())
     }
 
     async fn fetch_tip(&self, node: &str) -> Result<TipClaim, LightError> {
@@ -526,7 +556,7 @@ impl<P: Platform> Client<P> {
             }
         }
         // The MMR below the anchor, proven by the genesis leaf against its root.
-        let genesis = genesis_entry(&params);
+        let genesis = ChainEntry::genesis(&params)?;
         let body = self.fetch(node, &format!("/api/mmr-proof?height=0&tip={anchor}"), wire::MAX_PROOF_BYTES).await?;
         let pr = wire::parse_mmr_proof(&body, 0).map_err(nf)?;
         if pr.header != genesis.header {
@@ -543,7 +573,7 @@ impl<P: Platform> Client<P> {
         // The last k: the oldest detached, the rest linked.
         let first = &fly.last[0];
         let target = check_detached(&params, first, now).map_err(hdr_fault(first.height))?;
-        let mut entries = vec![detached_entry(&below, *first, target)];
+        let mut entries = vec![ChainEntry::detached(&below, *first, target)];
         let mut pending = vec![Pending { header: *first, check: Check::Detached }];
         for h in &fly.last[1..] {
             let parent = entries.last().expect("not empty");
@@ -653,7 +683,7 @@ impl<P: Platform> Client<P> {
             SyncMode::Full => match self.verify_linear(node, current, claim.height, progress).await? {
                 Some(c) => c,
                 None => {
-                    let fresh = LightChain::genesis(self.config.params.clone());
+                    let fresh = LightChain::genesis(self.config.params.clone())?;
                     self.verify_linear(node, fresh, claim.height, progress)
                         .await?
                         .ok_or_else(|| fault(node, NodeFault::WrongChain("genesis".into())))?
@@ -662,14 +692,14 @@ impl<P: Platform> Client<P> {
             SyncMode::Sampled { last, samples } => {
                 let budget = last + samples.unwrap_or_else(|| default_samples(claim.height));
                 let linear = if gap <= budget || claim.height <= budget {
-                    let base = if gap <= budget { current } else { LightChain::genesis(self.config.params.clone()) };
+                    let base = if gap <= budget { current } else { LightChain::genesis(self.config.params.clone())? };
                     self.verify_linear(node, base, claim.height, progress).await?
                 } else {
                     None
                 };
                 match linear {
                     Some(c) => c,
-                    None if claim.height == 0 => LightChain::genesis(self.config.params.clone()),
+                    None if claim.height == 0 => LightChain::genesis(self.config.params.clone())?,
                     None => self.verify_sampled(node, claim.height, last, samples, progress).await?,
                 }
             }
@@ -707,7 +737,11 @@ impl<P: Platform> Client<P> {
         let urls = self.config.nodes.clone();
         let mut claims = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
-            let claim = match self.fetch_tip(url).await {
+            let tip = match self.check_same_chain(i, url).await {
+                Ok(()) => self.fetch_tip(url).await,
+                Err(e) => Err(e),
+            };
+            let claim = match tip {
                 Ok(c) => {
                     if let Some(n) = self.nodes.borrow_mut().get_mut(i) {
                         n.claim(&c);
@@ -791,10 +825,14 @@ impl<P: Platform> Client<P> {
     /// [`LightError::Busy`] (the caller retries with the latest claim later).
     pub async fn on_tip(&self, index: usize, claim: TipClaim) -> Result<Option<TipSummary>, LightError> {
         let url = self.config.nodes.get(index).cloned().ok_or_else(|| LightError::Config("no such node".into()))?;
+        if self.nodes.borrow().get(index).is_some_and(|n| n.is_flagged()) {
+            return Ok(None);
+        }
+        if let Err(e) = self.check_same_chain(index, &url).await {
+            self.note_error(index, &e);
+            return Err(e);
+        }
         if let Some(n) = self.nodes.borrow_mut().get_mut(index) {
-            if n.is_flagged() {
-                return Ok(None);
-            }
             n.claim(&claim);
         }
         let best = self.chain.borrow().tip().clone();
@@ -840,7 +878,7 @@ impl<P: Platform> Client<P> {
                 check_child(params, &p, &header, now)?;
                 Check::Linked
             }
-            None if header == genesis_entry(params).header => {
+            None if header == genesis_header(params) => {
                 let id = hex::encode(header.id());
                 return Ok(VerifiedRecord {
                     height: 0,

@@ -107,6 +107,9 @@ pub enum LightError {
     /// The configuration is unusable.
     #[error("bad configuration: {0}")]
     Config(String),
+    /// The chain parameters are unusable.
+    #[error("bad chain parameters: {0}")]
+    Params(#[from] tpow_core::ParamsError),
     /// Another sync or follow step is running.
     #[error("the client is busy with another sync")]
     Busy,
@@ -131,7 +134,7 @@ impl LightError {
             LightError::Decode(_) => "decode",
             LightError::Header(_) => "invalid-header",
             LightError::Engine(_) => "engine",
-            LightError::Config(_) => "config",
+            LightError::Config(_) | LightError::Params(_) => "config",
             LightError::Busy => "busy",
         }
     }

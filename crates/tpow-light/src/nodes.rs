@@ -35,12 +35,21 @@ pub struct NodeStatus {
     pub claimed_height: Option<u64>,
     /// Work it last announced, decimal.
     pub claimed_work: Option<String>,
+    /// Whether its `/api/chain` named our genesis (asked once per node).
+    #[serde(skip)]
+    pub same_chain: bool,
 }
 
 impl NodeStatus {
     /// A node not asked yet.
     pub fn new(url: &str) -> Self {
-        NodeStatus { url: url.to_string(), state: NodeState::Unknown, claimed_height: None, claimed_work: None }
+        NodeStatus {
+            url: url.to_string(),
+            state: NodeState::Unknown,
+            claimed_height: None,
+            claimed_work: None,
+            same_chain: false,
+        }
     }
 
     /// Records an announced tip.

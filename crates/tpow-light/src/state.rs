@@ -15,7 +15,7 @@ use tpow_core::header::HEADER_LEN;
 use tpow_core::mmr::{MmrNode, MmrPeaks};
 use tpow_core::{BlockId, ChainParams, Header, U256};
 
-use crate::verify::{child_entry, genesis_entry, LightChain, WINDOW};
+use crate::verify::{LightChain, WINDOW};
 
 const MAGIC: &[u8; 4] = b"TPWL";
 const VERSION: u8 = 1;
@@ -41,7 +41,7 @@ pub fn encode(chain: &LightChain) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + first.mmr.peaks().len() * 64 + entries.len() * HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.extend_from_slice(&genesis_entry(chain.params()).id);
+    out.extend_from_slice(&chain.genesis_id());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     out.extend_from_slice(&first.total_work.to_be_bytes::<32>());
     out.extend_from_slice(&first.mmr.leaf_count().to_le_bytes());
@@ -81,7 +81,7 @@ pub fn decode(params: &ChainParams, bytes: &[u8]) -> Result<LightChain, StateErr
         return Err(StateError::Format);
     }
     let genesis: BlockId = r.array()?;
-    if genesis != genesis_entry(params).id {
+    if ChainEntry::genesis(params).map(|g| g.id) != Ok(genesis) {
         return Err(StateError::OtherChain);
     }
     let n = u32::from_le_bytes(r.array()?) as usize;
@@ -119,7 +119,7 @@ pub fn decode(params: &ChainParams, bytes: &[u8]) -> Result<LightChain, StateErr
             return Err(StateError::Inconsistent);
         }
         let t = h.bits.to_target().map_err(|_| StateError::Inconsistent)?;
-        let child = child_entry(parent, *h, t);
+        let child = parent.child(*h, t);
         entries.push(child);
     }
     LightChain::from_entries(params.clone(), entries).ok_or(StateError::Inconsistent)
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn round_trip_and_rejects_damage() {
         let params = ChainParams::devnet();
-        let g = genesis_entry(&params);
+        let g = ChainEntry::genesis(&params).expect("valid params");
         let mined = crate::testkit::mine(&params, &g, 3, 2_000);
         let chain = LightChain::from_entries(params.clone(), [vec![g], mined].concat()).expect("linked");
         let bytes = encode(&chain);

@@ -11,7 +11,6 @@ use tpow_core::mmr::{Mmr, MmrProof};
 use tpow_core::{ChainParams, Header, ModelCache, U256};
 
 use crate::client::{Backend, Platform};
-use crate::verify::{child_entry, genesis_entry};
 use crate::wire::tip_json;
 
 /// Devnet parameters with genesis `age_ms` in the past: ASERT then sits at the
@@ -47,7 +46,7 @@ pub fn mine_keyed(params: &ChainParams, parent: &ChainEntry, n: usize, step: u64
             height: p.header.height + 1,
             prev_id: p.id,
             timestamp_ms: if i == 0 { (p.header.timestamp_ms + step).max(floor) } else { p.header.timestamp_ms + step },
-            bits: next_bits(params, &p.header),
+            bits: next_bits(params, &p.header).expect("valid params"),
             body_root: [0; 32],
             mmr_root: p.mmr.root(),
             miner_key: key,
@@ -63,7 +62,7 @@ pub fn mine_keyed(params: &ChainParams, parent: &ChainEntry, n: usize, step: u64
             }
             h.nonce += 1;
         }
-        let e = child_entry(&p, h, target);
+        let e = p.child(h, target);
         out.push(e.clone());
         p = e;
     }
@@ -86,7 +85,7 @@ pub struct FakeChain {
 impl FakeChain {
     /// Genesis only.
     pub fn new(params: &ChainParams) -> Self {
-        let g = genesis_entry(params);
+        let g = ChainEntry::genesis(params).expect("valid params");
         let mut mmr = Mmr::new();
         mmr.push(mmr_leaf(g.id, &g.target));
         FakeChain { headers: vec![g.header], mmr, total_work: vec![g.total_work], tip: g }
@@ -115,7 +114,7 @@ impl FakeChain {
         let mut entries = Vec::new();
         for h in &self.headers[1..=height as usize] {
             let t = h.bits.to_target().unwrap_or(U256::MAX);
-            let e = child_entry(&parent, *h, t);
+            let e = parent.child(*h, t);
             entries.push(e.clone());
             parent = e;
         }
@@ -149,6 +148,8 @@ pub enum Lie {
     DropSample,
     /// Does not answer at all.
     Down,
+    /// Says in `/api/chain` that it follows another genesis.
+    OtherGenesis,
 }
 
 /// An in-memory node.
@@ -158,6 +159,7 @@ pub struct FakeNode {
     /// Its misbehaviour.
     pub lie: Lie,
     forged: Option<Header>,
+    name: &'static str,
 }
 
 impl FakeNode {
@@ -167,7 +169,7 @@ impl FakeNode {
             Lie::ForgedPass(h) => chain.headers.get(h as usize).map(|orig| forge(params, orig)),
             _ => None,
         };
-        FakeNode { chain, lie, forged }
+        FakeNode { chain, lie, forged, name: params.name() }
     }
 
     fn header(&self, h: u64) -> Header {
@@ -189,6 +191,19 @@ impl FakeNode {
             .collect();
         let tip = self.chain.height();
         match route {
+            "/api/chain" => {
+                let mut genesis = self.header(0).id();
+                if self.lie == Lie::OtherGenesis {
+                    genesis[0] ^= 1;
+                }
+                let ts = self.header(0).timestamp_ms;
+                Ok(format!(
+                    r#"{{"name":"{}","genesis_id":"{}","genesis_timestamp_ms":{ts}}}"#,
+                    self.name,
+                    hex::encode(genesis)
+                )
+                .into_bytes())
+            }
             "/api/tip" => {
                 let mut work = self.chain.total_work[tip as usize];
                 if self.lie == Lie::InflateWork {

@@ -14,6 +14,8 @@ use crate::error::NodeFault;
 pub const MAX_HEADERS_PER_REQUEST: u64 = 2_000;
 /// Most bytes accepted for `/api/tip` or one WebSocket message.
 pub const MAX_TIP_BYTES: usize = 4 * 1024;
+/// Most bytes accepted for one `/api/chain` response.
+pub const MAX_CHAIN_BYTES: usize = 4 * 1024;
 /// Most bytes accepted for one `/api/headers` response.
 pub const MAX_HEADERS_BYTES: usize = MAX_HEADERS_PER_REQUEST as usize * HEADER_LEN;
 /// Most bytes accepted for one `/api/mmr-proof` response (hex doubles the sizes).
@@ -117,6 +119,35 @@ fn proof_hex(s: &str, height: u64) -> Result<MmrProof, NodeFault> {
     }
     let bytes = hex::decode(s).map_err(|e| malformed(format!("proof: {e}")))?;
     MmrProof::decode(&bytes).map_err(|error| NodeFault::Proof { height, error })
+}
+
+#[derive(Deserialize)]
+struct ChainJson {
+    name: String,
+    genesis_id: String,
+    genesis_timestamp_ms: u64,
+}
+
+/// What a node says about the chain it follows (`/api/chain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainClaim {
+    /// Chain name (`devnet`, `mainnet`).
+    pub name: String,
+    /// Id of its genesis header.
+    pub genesis_id: BlockId,
+    /// Its genesis time (a devnet's is chosen when it starts).
+    pub genesis_timestamp_ms: u64,
+}
+
+/// Parses `/api/chain`.
+pub fn parse_chain(bytes: &[u8]) -> Result<ChainClaim, NodeFault> {
+    check_len(bytes, MAX_CHAIN_BYTES)?;
+    let j: ChainJson = serde_json::from_slice(bytes).map_err(malformed)?;
+    Ok(ChainClaim {
+        name: j.name,
+        genesis_id: hex_array(&j.genesis_id, "genesis_id")?,
+        genesis_timestamp_ms: j.genesis_timestamp_ms,
+    })
 }
 
 #[derive(Deserialize)]

@@ -136,6 +136,7 @@ fn wrong_proofs_truncated_bytes_absurd_counts_and_dropped_samples_are_flagged() 
         (Lie::Truncate, SyncMode::Full, "does not decode"),
         (Lie::AbsurdCounts, sampled(), "samples"),
         (Lie::DropSample, sampled(), "sample"),
+        (Lie::OtherGenesis, sampled(), "genesis"),
     ] {
         let (client, honest) = against_liar(liar.clone(), lie, mode);
         assert_liar_flagged(&client, &honest, &format!("{lie:?}"));

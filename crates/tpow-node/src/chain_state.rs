@@ -5,19 +5,20 @@
 //!
 //! Validation of a batch of blocks is split into three steps so that the costly
 //! middle one can run on other threads:
-//! 1. [`ChainState::prepare`]: every cheap check (body commitment, pow hash of
-//!    each header, linkage inside the batch, the full header precheck of the first
-//!    one). A forged batch costs the sender hash work before it costs us a forward
-//!    pass.
-//! 2. [`compute_digests`]: the forward passes, on all cores, outside the service.
-//! 3. [`ChainState::apply`]: header-by-header precheck against the (possibly
-//!    changed) chain, digest comparison, fork choice, one database commit, and only
-//!    then the answer.
+//! 1. [`ChainState::prepare`]: every cheap check of every block (body commitment,
+//!    and tpow-core's [`HeaderChain::precheck_branch`]: linkage, height, time, ASERT
+//!    bits, MMR root and pow hash of each header, and the branch's claimed work
+//!    against the best chain's). A forged batch costs the sender hash work before
+//!    it costs us a forward pass, and a branch that could never win costs none.
+//! 2. [`verify_branch`]: the forward passes, on all cores, outside the service,
+//!    in a random order and in chunks; the first wrong digest ends the batch.
+//! 3. [`ChainState::apply`]: insertion, fork choice, pruning of side branches that
+//!    fell out of the margin, one database commit, and only then the answer.
 
 use std::collections::{HashSet, VecDeque};
 
 use tpow_core::body::{check_body, Body, BodyError};
-use tpow_core::chain::{check_pow_hash, mmr_leaf, PowInput};
+use tpow_core::chain::{mmr_leaf, BranchError, PendingBranch};
 use tpow_core::mmr::{Mmr, MmrError, MmrProof};
 use tpow_core::{BlockId, ChainParams, Header, HeaderChain, HeaderError, InsertOutcome, ModelCache, U256};
 
@@ -53,6 +54,11 @@ pub enum BlockError {
     /// The blocks of a batch do not form a chain.
     #[error("batch is not a contiguous chain at index {0}")]
     NotContiguous(usize),
+    /// The branch claims too little work to ever become best: no forward pass is
+    /// spent on it and it is not stored (PROTOCOL.md §12.3). Not a fault: an
+    /// honest peer on a lighter fork sends such batches too.
+    #[error("branch claims too little work to be verified ({0})")]
+    LowWork(BranchError),
     /// The block already failed a forward pass here.
     #[error("block already known to be invalid")]
     KnownInvalid,
@@ -81,16 +87,17 @@ impl BlockError {
         match self {
             BlockError::Header { source, .. } => match source {
                 HeaderError::UnknownParent => Verdict::NeedParent,
-                HeaderError::AlreadyKnown | HeaderError::TimestampInFuture { .. } | HeaderError::Spec(_) => {
-                    Verdict::Ignore
-                }
+                HeaderError::AlreadyKnown
+                | HeaderError::TimestampInFuture { .. }
+                | HeaderError::Spec(_)
+                | HeaderError::Params(_) => Verdict::Ignore,
                 _ => Verdict::Ban,
             },
             BlockError::Body { .. }
             | BlockError::NotContiguous(_)
             | BlockError::KnownInvalid
             | BlockError::TooMany(_) => Verdict::Ban,
-            BlockError::Store(_) => Verdict::Ignore,
+            BlockError::Store(_) | BlockError::LowWork(_) => Verdict::Ignore,
         }
     }
 }
@@ -114,11 +121,30 @@ pub enum QueryError {
     },
 }
 
+impl From<BranchError> for BlockError {
+    fn from(e: BranchError) -> Self {
+        match e {
+            BranchError::Header { height, source, .. } => BlockError::Header { height, source },
+            BranchError::NotContiguous(i) => BlockError::NotContiguous(i),
+            low @ BranchError::LowWork { .. } => BlockError::LowWork(low),
+        }
+    }
+}
+
 /// A batch that passed the cheap checks.
 #[derive(Debug)]
 pub struct Prepared {
-    /// Blocks not yet known, in chain order.
-    pub blocks: Vec<(Header, Body)>,
+    /// The headers not yet known, awaiting their forward passes.
+    pub branch: PendingBranch,
+    /// Their bodies, in the same order.
+    pub bodies: Vec<Body>,
+}
+
+impl Prepared {
+    /// Whether every block was already known.
+    pub fn is_empty(&self) -> bool {
+        self.branch.is_empty()
+    }
 }
 
 /// What [`ChainState::apply`] did.
@@ -130,7 +156,9 @@ pub struct Applied {
     pub new_tip: bool,
     /// Deepest reorg: blocks removed from the best chain.
     pub reorged: usize,
-    /// The first failure, after which the rest of the batch was dropped.
+    /// Side-branch blocks pruned (from memory and disk) after this batch.
+    pub pruned: usize,
+    /// Why a block was not inserted (the rest of the batch was dropped).
     pub error: Option<BlockError>,
 }
 
@@ -166,7 +194,7 @@ impl ChainState {
     /// the cheap checks again (a damaged file shows up as a failed link) but takes
     /// the stored output digests as given instead of repeating every forward pass.
     pub fn rebuild(params: ChainParams, store: Store) -> Result<Self, OpenError> {
-        let mut chain = HeaderChain::new(params);
+        let mut chain = HeaderChain::new(params)?;
         let stored = store.load_headers()?;
         let mut next_seq = 1;
         for (seq, header) in &stored {
@@ -179,6 +207,12 @@ impl ChainState {
                 pending.complete(&digest).map_err(|source| OpenError::Replay { height: header.height, source })?;
             chain.insert(verified).map_err(|source| OpenError::Replay { height: header.height, source })?;
             next_seq = next_seq.max(seq + 1);
+        }
+        // Side branches that fell out of the margin while the node was down (or
+        // were stored by an older version that kept every branch).
+        let pruned = chain.prune();
+        if !pruned.is_empty() {
+            store.commit(&[], None, &pruned)?;
         }
         let mut mmr = Mmr::new();
         let mut best = Vec::with_capacity(chain.height() as usize + 1);
@@ -200,7 +234,7 @@ impl ChainState {
         let stored_best = state.store.best_ids()?;
         if stored_best != best {
             let old_height = (stored_best.len() as u64).saturating_sub(1);
-            state.store.commit(&[], Some(BestUpdate { from: 0, ids: &best, old_height }))?;
+            state.store.commit(&[], Some(BestUpdate { from: 0, ids: &best, old_height }), &[])?;
         }
         Ok(state)
     }
@@ -227,61 +261,34 @@ impl ChainState {
         if blocks.len() > MAX_BATCH {
             return Err(BlockError::TooMany(blocks.len()));
         }
-        let mut fresh = Vec::with_capacity(blocks.len());
-        let mut prev: Option<(BlockId, u64)> = None;
-        for (i, (header, body)) in blocks.into_iter().enumerate() {
-            let id = header.id();
-            if let Some((prev_id, prev_height)) = prev {
-                if header.prev_id != prev_id || header.height != prev_height + 1 {
-                    return Err(BlockError::NotContiguous(i));
-                }
-            }
-            prev = Some((id, header.height));
-            if self.known_invalid.contains(&id) {
-                return Err(BlockError::KnownInvalid);
-            }
-            // Leading blocks we already have are skipped (overlapping sync answers).
-            if fresh.is_empty() && self.chain.get(&id).is_some() {
-                continue;
-            }
-            check_body(&header, &body).map_err(|source| BlockError::Body { height: header.height, source })?;
-            check_pow_hash(&header).map_err(|source| BlockError::Header { height: header.height, source })?;
-            fresh.push((header, body));
+        if blocks.iter().any(|(h, _)| self.known_invalid.contains(&h.id())) {
+            return Err(BlockError::KnownInvalid);
         }
-        if let Some((first, _)) = fresh.first() {
-            let _ = self
-                .chain
-                .precheck(first, now_ms)
-                .map_err(|source| BlockError::Header { height: first.height, source })?;
+        let headers: Vec<Header> = blocks.iter().map(|(h, _)| *h).collect();
+        let branch = self.chain.precheck_branch(&headers, now_ms)?;
+        let bodies: Vec<Body> = blocks.into_iter().skip(branch.skipped()).map(|(_, b)| b).collect();
+        for (header, body) in branch.headers().zip(&bodies) {
+            check_body(header, body).map_err(|source| BlockError::Body { height: header.height, source })?;
         }
-        Ok(Prepared { blocks: fresh })
+        Ok(Prepared { branch, bodies })
     }
 
-    /// Step 3: insert the blocks whose forward passes gave `digests`, commit, and
-    /// report. Stops at the first invalid block; what came before it is kept.
-    pub fn apply(&mut self, prepared: Prepared, digests: &[[u8; 32]], now_ms: u64) -> Applied {
+    /// Step 3: insert the blocks whose forward passes gave `digests` (in header
+    /// order), prune, commit, and report. A wrong digest rejects the whole batch.
+    pub fn apply(&mut self, prepared: Prepared, digests: &[[u8; 32]]) -> Applied {
         let mut out = Applied::default();
         let old_height = self.chain.height();
         let mut lowest_fork: Option<u64> = None;
         let mut new_rows: Vec<(u64, Header, BlockId, Vec<u8>)> = Vec::new();
-        for ((header, body), digest) in prepared.blocks.iter().zip(digests) {
-            let fail = |source| BlockError::Header { height: header.height, source };
-            let pending = match self.chain.precheck(header, now_ms) {
-                Ok(p) => p,
-                Err(HeaderError::AlreadyKnown) => continue,
-                Err(e) => {
-                    out.error = Some(fail(e));
-                    break;
-                }
-            };
-            let verified = match pending.complete(digest) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.remember_invalid(header.id());
-                    out.error = Some(fail(e));
-                    break;
-                }
-            };
+        let verified = match prepared.branch.clone().complete(digests) {
+            Ok(v) => v,
+            Err(e) => {
+                out.error = Some(self.note_failed(e, &prepared));
+                return out;
+            }
+        };
+        for (verified, body) in verified.into_iter().zip(&prepared.bodies) {
+            let header = *verified.header();
             let id = verified.id();
             match self.chain.insert(verified) {
                 Ok(InsertOutcome::NewTip { fork_height, removed, added }) => {
@@ -296,16 +303,22 @@ impl ChainState {
                     }
                 }
                 Ok(InsertOutcome::SideChain) => {}
-                Err(e) => {
-                    out.error = Some(fail(e));
+                // Inserted meanwhile by another batch: nothing to do.
+                Err(HeaderError::AlreadyKnown) => continue,
+                Err(source) => {
+                    out.error = Some(BlockError::Header { height: header.height, source });
                     break;
                 }
             }
-            new_rows.push((self.next_seq, *header, id, body.encode()));
+            new_rows.push((self.next_seq, header, id, body.encode()));
             self.next_seq += 1;
             out.accepted += 1;
         }
-        if new_rows.is_empty() {
+        let pruned = self.chain.prune();
+        out.pruned = pruned.len();
+        // A block of this batch that was pruned at once is simply not written.
+        new_rows.retain(|r| self.chain.get(&r.2).is_some());
+        if new_rows.is_empty() && pruned.is_empty() {
             return out;
         }
         let blocks: Vec<NewBlock<'_>> =
@@ -319,12 +332,23 @@ impl ChainState {
             }
             None => None,
         };
-        if let Err(e) = self.store.commit(&blocks, best) {
+        if let Err(e) = self.store.commit(&blocks, best, &pruned) {
             out.error = Some(BlockError::Store(e));
             out.accepted = 0;
             out.new_tip = false;
         }
         out
+    }
+
+    /// Records a batch whose forward passes failed: the header with the wrong
+    /// digest is remembered so the same forgery never costs a second pass.
+    pub fn note_failed(&mut self, e: BranchError, prepared: &Prepared) -> BlockError {
+        if let BranchError::Header { index, source: HeaderError::OutputDigest, .. } = &e {
+            if let Some(h) = prepared.branch.headers().nth(index.saturating_sub(prepared.branch.skipped())) {
+                self.remember_invalid(h.id());
+            }
+        }
+        e.into()
     }
 
     fn remember_invalid(&mut self, id: BlockId) {
@@ -433,30 +457,73 @@ pub enum OpenError {
     /// The header chain has a hole in its best chain (a bug).
     #[error("best chain is inconsistent")]
     Inconsistent,
+    /// The chain parameters are unusable.
+    #[error("chain parameters: {0}")]
+    Params(#[from] tpow_core::ParamsError),
 }
 
-/// Step 2: the forward passes of `headers` on up to `threads` threads, in order.
-pub fn compute_digests(params: &ChainParams, headers: &[Header], threads: usize) -> Result<Vec<[u8; 32]>, HeaderError> {
-    let threads = threads.clamp(1, headers.len().max(1));
-    let chunk = headers.len().div_ceil(threads).max(1);
-    let spec = params.model;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = headers
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut cache = ModelCache::new();
-                    part.iter().map(|h| cache.output_digest(&PowInput::of(spec, h))).collect::<Result<Vec<_>, _>>()
+/// A header's index in the branch and its computed digest.
+type Digested = (usize, [u8; 32]);
+
+/// Forward passes one chunk runs per verifying thread: small, so a forged
+/// header costs at most a few passes beyond the first wrong one.
+pub const PASSES_PER_THREAD_CHUNK: usize = 2;
+
+/// Step 2: the forward passes of a prepared batch on up to `threads` threads, in
+/// the order [`PendingBranch::verification_order`] draws from `seed` (fresh
+/// randomness per batch), in chunks of `threads × PASSES_PER_THREAD_CHUNK`; the
+/// first wrong digest stops the work. Returns the digests in header order and the
+/// number of passes run.
+pub fn verify_branch(
+    prepared: &Prepared,
+    threads: usize,
+    seed: &[u8; 32],
+) -> (Result<Vec<[u8; 32]>, BranchError>, usize) {
+    let branch = &prepared.branch;
+    let threads = threads.clamp(1, branch.len().max(1));
+    let order = branch.verification_order(seed);
+    let mut digests = vec![[0u8; 32]; branch.len()];
+    let mut passes = 0;
+    for chunk in order.chunks(threads * PASSES_PER_THREAD_CHUNK) {
+        let per_thread = chunk.len().div_ceil(threads).max(1);
+        let results: Result<Vec<Digested>, (usize, HeaderError)> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .chunks(per_thread)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut cache = ModelCache::new();
+                        part.iter()
+                            .map(|&i| match branch.pow_input(i) {
+                                Some(input) => cache.output_digest(&input).map(|d| (i, d)).map_err(|e| (i, e)),
+                                None => Err((i, HeaderError::UnknownParent)),
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
                 })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(headers.len());
-        for h in handles {
-            // A panicking forward pass is a bug in core; surface it as a panic here too.
-            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+                .collect();
+            let mut out = Vec::with_capacity(chunk.len());
+            for h in handles {
+                // A panicking forward pass is a bug in core; surface it as a panic here too.
+                out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            }
+            Ok(out)
+        });
+        passes += chunk.len();
+        let results = match results {
+            Ok(r) => r,
+            Err((i, source)) => {
+                let height = branch.headers().nth(i).map_or(0, |h| h.height);
+                return (Err(BranchError::Header { index: branch.skipped() + i, height, source }), passes);
+            }
+        };
+        for (i, d) in results {
+            if let Err(e) = branch.check_digest(i, &d) {
+                return (Err(e), passes);
+            }
+            digests[i] = d;
         }
-        Ok(out)
-    })
+    }
+    (Ok(digests), passes)
 }
 
 #[cfg(test)]
@@ -479,7 +546,7 @@ mod tests {
 
     /// Mines a block on `parent` in a scratch chain that holds `ancestors`.
     fn mine_on(params: &ChainParams, ancestors: &[Header], key: u8, t: u64) -> (Header, Body) {
-        let mut chain = HeaderChain::new(params.clone());
+        let mut chain = HeaderChain::new(params.clone()).expect("valid params");
         let mut cache = ModelCache::new();
         for h in ancestors {
             chain.submit_cpu(h, u64::MAX, &mut cache).expect("ancestor");
@@ -513,9 +580,11 @@ mod tests {
 
     fn submit(state: &mut ChainState, blocks: Vec<(Header, Body)>) -> Result<Applied, BlockError> {
         let prepared = state.prepare(blocks, u64::MAX / 2)?;
-        let headers: Vec<Header> = prepared.blocks.iter().map(|(h, _)| *h).collect();
-        let digests = compute_digests(state.params(), &headers, 2).expect("digests");
-        Ok(state.apply(prepared, &digests, u64::MAX / 2))
+        let (digests, _) = verify_branch(&prepared, 2, &[5; 32]);
+        match digests {
+            Ok(d) => Ok(state.apply(prepared, &d)),
+            Err(e) => Err(state.note_failed(e, &prepared)),
+        }
     }
 
     fn open(params: &ChainParams, dir: &std::path::Path) -> ChainState {

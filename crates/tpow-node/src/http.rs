@@ -6,31 +6,32 @@
 //! every list is capped.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tower_http::cors::CorsLayer;
 use tpow_core::body::Body;
-use tpow_core::chain::PowInput;
 use tpow_core::header::HEADER_LEN;
-use tpow_core::puzzle::pow_hash;
-use tpow_core::target::hash_meets_target;
-use tpow_core::{Header, ModelCache, U256};
+use tpow_core::Header;
 
 use crate::chain_state::{QueryError, TipInfo};
+use crate::limits::{ip_key, Buckets, ConnectionCounts, Rate};
 use crate::mining::MinerStats;
 use crate::p2p::PeerInfo;
 use crate::service::ChainHandle;
+use crate::shares::{ShareDesk, ShareError};
 
 /// Most headers one `/api/headers` call returns.
 pub const MAX_HEADERS: u64 = 2_000;
@@ -38,10 +39,18 @@ pub const MAX_HEADERS: u64 = 2_000;
 pub const MAX_FLY_LAST: u64 = 100;
 /// Most sampled headers in a FlyClient answer.
 pub const MAX_FLY_SAMPLES: usize = 200;
-/// Browser shares are this many times easier than a block.
-pub const SHARE_FACTOR: u32 = 256;
-/// Most distinct miner keys tracked (oldest dropped first).
-const MAX_MINERS: usize = 10_000;
+/// Open HTTP connections allowed from one IP address (WebSockets included).
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Open HTTP connections allowed in all.
+pub const MAX_CONNECTIONS: usize = 2_048;
+/// Open WebSockets allowed from one IP address.
+pub const MAX_WEBSOCKETS_PER_IP: usize = 8;
+/// Open WebSockets allowed in all.
+pub const MAX_WEBSOCKETS: usize = 512;
+/// Time a client has to send a request's headers (slow-loris defence).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests per second one IP address may make (burst 200); beyond: 429.
+pub const REQUESTS_PER_IP: Rate = Rate { per_sec: 100.0, burst: 200.0 };
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -54,13 +63,25 @@ pub struct ApiState {
     pub publish: mpsc::Sender<(Header, Body)>,
     /// This node's own miner, if mining.
     pub node_miner: Option<Arc<MinerStats>>,
-    /// Shares per browser miner key.
-    pub miners: Arc<Mutex<Miners>>,
+    /// Browser-miner shares: policy and accounts.
+    pub shares: Arc<ShareDesk>,
+    /// Open WebSockets per IP.
+    pub websockets: Arc<Mutex<ConnectionCounts>>,
     /// Who this node is (for `/api/info`).
     pub identity: NodeIdentity,
     /// The chat side (OpenAI-compatible `/v1/...`).
     #[cfg(feature = "chat")]
     pub chat: Arc<crate::chat::ChatState>,
+}
+
+impl ApiState {
+    /// Fresh per-node limits for the share desk and WebSockets.
+    pub fn limits(spec: tpow_core::ModelSpec) -> (Arc<ShareDesk>, Arc<Mutex<ConnectionCounts>>) {
+        (
+            Arc::new(ShareDesk::new(spec)),
+            Arc::new(Mutex::new(ConnectionCounts::new(MAX_WEBSOCKETS_PER_IP, MAX_WEBSOCKETS))),
+        )
+    }
 }
 
 /// The node's public identity, as `/api/info` reports it.
@@ -70,22 +91,6 @@ pub struct NodeIdentity {
     pub peer_id: String,
     /// Ed25519 public key (hex): signs chat receipts; the peer id derives from it.
     pub node_key: String,
-}
-
-/// Share accounting per miner key.
-#[derive(Default)]
-pub struct Miners {
-    by_key: HashMap<[u8; 32], MinerEntry>,
-    /// Ids of shares already counted (a share counts once); cleared per tip.
-    seen: std::collections::HashSet<[u8; 32]>,
-    seen_tip: [u8; 32],
-}
-
-#[derive(Clone, Copy, Default, Serialize)]
-struct MinerEntry {
-    shares: u64,
-    blocks: u64,
-    last_share_ms: u64,
 }
 
 /// An API error: a status and a message, rendered as `{"error": message}`.
@@ -101,6 +106,20 @@ impl ApiError {
     }
     fn unavailable() -> Self {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down".into())
+    }
+    fn too_many(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::TOO_MANY_REQUESTS, msg.into())
+    }
+}
+
+impl From<ShareError> for ApiError {
+    fn from(e: ShareError) -> Self {
+        let status = match e {
+            ShareError::Stale | ShareError::Duplicate => StatusCode::CONFLICT,
+            ShareError::RateLimited(_) | ShareError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ShareError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
     }
 }
 
@@ -145,6 +164,7 @@ pub fn router(state: ApiState, web_dir: Option<&std::path::Path>) -> Router {
     let chat = state.chat.clone();
     let api = Router::new()
         .route("/api/health", get(health))
+        .route("/api/chain", get(chain))
         .route("/api/info", get(info))
         .route("/api/tip", get(tip))
         .route("/api/headers", get(headers))
@@ -163,7 +183,10 @@ pub fn router(state: ApiState, web_dir: Option<&std::path::Path>) -> Router {
         Some(dir) => api.merge(crate::web::router(dir)),
         None => api.fallback(|| async { ApiError::not_found("no such endpoint") }),
     };
-    api.layer(CorsLayer::permissive())
+    api.method_not_allowed_fallback(|| async {
+        ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint".into())
+    })
+    .layer(CorsLayer::permissive())
 }
 
 /// `GET /metrics`: the node's accounting in the OpenMetrics text format.
@@ -184,14 +207,65 @@ pub async fn bind(addr: SocketAddr, data_dir: &std::path::Path) -> anyhow::Resul
     Ok(listener)
 }
 
-/// Serves until the process ends.
+/// Serves until the process ends: HTTP/1.1 with a deadline for request headers,
+/// a cap on connections per IP and in all, and a request budget per IP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     web_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-    axum::serve(listener, router(state, web_dir.as_deref())).await.context("HTTP server")
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let requests = Arc::new(Mutex::new(Buckets::new(REQUESTS_PER_IP, 16_384)));
+    let app = router(state, web_dir.as_deref()).layer(axum::middleware::from_fn(
+        move |ConnectInfo(addr): ConnectInfo<SocketAddr>, req: axum::extract::Request, next: axum::middleware::Next| {
+            let requests = requests.clone();
+            async move {
+                let ok = requests.lock().unwrap_or_else(|p| p.into_inner()).try_take(
+                    &ip_key(addr.ip()),
+                    1.0,
+                    std::time::Instant::now(),
+                );
+                if !ok {
+                    return ApiError::too_many("too many requests from this address").into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let connections = Arc::new(Mutex::new(ConnectionCounts::new(MAX_CONNECTIONS_PER_IP, MAX_CONNECTIONS)));
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!("accepting an HTTP connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !connections.lock().unwrap_or_else(|p| p.into_inner()).try_open(addr.ip()) {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let svc = app
+            .clone()
+            .layer(axum::Extension(ConnectInfo(addr)))
+            .map_request(|req: hyper::Request<hyper::body::Incoming>| req.map(axum::body::Body::new));
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+            let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc)).with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, "HTTP connection: {e}");
+            }
+            connections.lock().unwrap_or_else(|p| p.into_inner()).close(addr.ip());
+        });
+    }
 }
 
 fn tip_json(t: &TipInfo) -> Value {
@@ -222,7 +296,31 @@ fn header_json(h: &Header) -> Value {
 
 async fn health(State(s): State<ApiState>) -> Json<Value> {
     let t = s.chain.tip().borrow().clone();
-    Json(json!({ "status": "ok", "chain": s.chain.params().name, "height": t.height, "peers": s.peers.borrow().len() }))
+    Json(
+        json!({ "status": "ok", "chain": s.chain.params().name(), "height": t.height, "peers": s.peers.borrow().len() }),
+    )
+}
+
+/// `GET /api/chain`: which chain this node follows, so a client can refuse a node
+/// of another chain (or another devnet) before trusting anything it serves.
+async fn chain(State(s): State<ApiState>) -> Json<Value> {
+    let p = s.chain.params();
+    let g = tpow_core::chain::genesis_header(p);
+    Json(json!({
+        "name": p.name(),
+        "genesis_id": hex::encode(g.id()),
+        "genesis_header": hex::encode(g.encode()),
+        "genesis_timestamp_ms": p.genesis_timestamp_ms,
+        "genesis_bits": p.genesis_bits.0,
+        "model": { "vocab": p.model.vocab, "seq_len": p.model.seq_len, "d_model": p.model.d_model,
+                   "n_heads": p.model.n_heads, "n_layers": p.model.n_layers, "d_ffn": p.model.d_ffn },
+        "asert": {
+            "ideal_block_time_ms": p.asert.ideal_block_time_ms,
+            "half_life_ms": p.asert.half_life_ms,
+            "max_target": hex::encode(p.asert.max_target.to_be_bytes::<32>()),
+        },
+        "max_future_drift_ms": p.max_future_drift_ms,
+    }))
 }
 
 /// Who this node is and what it serves: light clients list nodes by model with it.
@@ -233,7 +331,7 @@ async fn info(State(s): State<ApiState>) -> Json<Value> {
     let (models, chat): (Vec<String>, Value) = (Vec::new(), Value::Null);
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "chain": s.chain.params().name,
+        "chain": s.chain.params().name(),
         "peer_id": s.identity.peer_id,
         "node_key": s.identity.node_key,
         "models": models,
@@ -342,24 +440,45 @@ async fn peers(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({ "peers": list }))
 }
 
-async fn ws(State(s): State<ApiState>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(s): State<ApiState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(r) => return ApiError(r.status(), r.body_text()).into_response(),
+    };
+    if !s.websockets.lock().unwrap_or_else(|p| p.into_inner()).try_open(addr.ip()) {
+        return ApiError::too_many("too many WebSockets from this address (or in all)").into_response();
+    }
     let rx = s.chain.tip();
-    upgrade.max_message_size(1024).on_upgrade(move |socket| push_tips(socket, rx))
+    let counts = s.websockets.clone();
+    upgrade.max_message_size(1024).on_upgrade(move |socket| async move {
+        push_tips(socket, rx).await;
+        counts.lock().unwrap_or_else(|p| p.into_inner()).close(addr.ip());
+    })
 }
 
-/// Sends the current tip, then every new one, until the client goes away.
+/// Sends the current tip, then one message per new tip, until the client goes
+/// away. What the client sends is read and dropped (pings are answered by axum).
 async fn push_tips(mut socket: WebSocket, mut rx: watch::Receiver<TipInfo>) {
+    let mut send = true;
     loop {
-        let text = tip_json(&rx.borrow_and_update()).to_string();
-        if socket.send(Message::Text(text.into())).await.is_err() {
-            return;
+        if send {
+            let text = tip_json(&rx.borrow_and_update()).to_string();
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
         }
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
+            changed = rx.changed() => {
+                if changed.is_err() { return }
+                send = true;
+            }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                // Clients have nothing to say; pings are answered by axum.
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => send = false,
             },
         }
     }
@@ -368,10 +487,6 @@ async fn push_tips(mut socket: WebSocket, mut rx: watch::Receiver<TipInfo>) {
 fn parse_key(s: &str) -> ApiResult<[u8; 32]> {
     let bytes = hex::decode(s).map_err(|e| ApiError::bad(format!("miner key is not hex: {e}")))?;
     bytes.try_into().map_err(|b: Vec<u8>| ApiError::bad(format!("miner key must be 32 bytes, got {}", b.len())))
-}
-
-fn share_target(block_target: U256) -> U256 {
-    block_target.saturating_mul(U256::from(SHARE_FACTOR))
 }
 
 async fn get_work(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value>> {
@@ -386,7 +501,7 @@ async fn get_work(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value>
         "header": hex::encode(header.encode()),
         "template": hex::encode(header.template()),
         "target": hex::encode(target.to_be_bytes::<32>()),
-        "share_target": hex::encode(share_target(target).to_be_bytes::<32>()),
+        "share_target": hex::encode(s.shares.share_target(target).to_be_bytes::<32>()),
         "model": { "vocab": spec.vocab, "seq_len": spec.seq_len, "d_model": spec.d_model,
                    "n_heads": spec.n_heads, "n_layers": spec.n_layers, "d_ffn": spec.d_ffn },
     })))
@@ -398,8 +513,12 @@ struct Solution {
     header: String,
 }
 
-async fn post_work(state: State<ApiState>, body: Result<Json<Solution>, JsonRejection>) -> ApiResult<Json<Value>> {
-    let result = check_share(state, body).await;
+async fn post_work(
+    State(s): State<ApiState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<Json<Solution>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let result = submit_share(&s, addr.ip(), body).await;
     let m = crate::metrics::get();
     match &result {
         Ok(_) => m.shares_accepted.inc(),
@@ -408,48 +527,20 @@ async fn post_work(state: State<ApiState>, body: Result<Json<Solution>, JsonReje
     result
 }
 
-/// The checks of `POST /api/work`, cheapest first.
-async fn check_share(State(s): State<ApiState>, body: Result<Json<Solution>, JsonRejection>) -> ApiResult<Json<Value>> {
+/// Parses a share, has the share desk check it, submits it if it is a block.
+async fn submit_share(
+    s: &ApiState,
+    from: IpAddr,
+    body: Result<Json<Solution>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
     let Json(sol) = body?;
     let bytes = hex::decode(&sol.header).map_err(|e| ApiError::bad(format!("header is not hex: {e}")))?;
     let header = Header::decode(&bytes).map_err(|e| ApiError::bad(format!("header: {e}")))?;
     let tip = s.chain.tip().borrow().clone();
-    if header.prev_id != tip.id || header.height != tip.height + 1 {
-        return Err(ApiError(StatusCode::CONFLICT, "stale share: not on the current tip; fetch new work".into()));
-    }
-    // The template must be exactly what we hand out (apart from the timestamp,
-    // which a browser may refresh): cheap checks before a forward pass.
     let (expected, body) = s.chain.template(header.miner_key).await?;
-    if header.bits != expected.bits || header.mmr_root != expected.mmr_root || header.body_root != body.root() {
-        return Err(ApiError::bad("header does not match the work template (bits, mmr_root or body_root)"));
-    }
-    let block_target = header.bits.to_target().map_err(|e| ApiError::bad(e.to_string()))?;
-    let h = pow_hash(&header.template(), header.nonce, &header.output_digest);
-    if !hash_meets_target(&h, &share_target(block_target)) {
-        return Err(ApiError::bad("pow hash above the share target"));
-    }
-    let id = header.id();
-    {
-        let mut m = s.miners.lock().unwrap_or_else(|p| p.into_inner());
-        if m.seen_tip != tip.id {
-            m.seen.clear();
-            m.seen_tip = tip.id;
-        }
-        if m.seen.contains(&id) {
-            return Err(ApiError(StatusCode::CONFLICT, "duplicate share".into()));
-        }
-    }
-    let input = PowInput::of(s.chain.params().model, &header);
-    let digest = tokio::task::spawn_blocking(move || ModelCache::new().output_digest(&input))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if digest != header.output_digest {
-        return Err(ApiError::bad("output digest does not match the forward pass"));
-    }
-    let is_block = hash_meets_target(&h, &block_target);
+    let accepted = s.shares.check(from, header, (tip.id, tip.height), (&expected, &body)).await?;
     let mut accepted_block = false;
-    if is_block {
+    if accepted.block {
         match s.chain.submit(vec![(header, body.clone())]).await? {
             Ok(a) if a.accepted == 1 => {
                 accepted_block = true;
@@ -459,31 +550,12 @@ async fn check_share(State(s): State<ApiState>, body: Result<Json<Solution>, Jso
             Err(e) => return Err(ApiError::bad(format!("block rejected: {e}"))),
         }
     }
-    let entry = {
-        let mut m = s.miners.lock().unwrap_or_else(|p| p.into_inner());
-        m.seen.insert(id);
-        if !m.by_key.contains_key(&header.miner_key) && m.by_key.len() >= MAX_MINERS {
-            if let Some(oldest) = m.by_key.iter().min_by_key(|(_, e)| e.last_share_ms).map(|(k, _)| *k) {
-                m.by_key.remove(&oldest);
-            }
-        }
-        let e = m.by_key.entry(header.miner_key).or_default();
-        e.shares += 1;
-        e.blocks += u64::from(accepted_block);
-        e.last_share_ms = crate::time::now_ms();
-        *e
-    };
-    Ok(Json(json!({ "accepted": true, "block": accepted_block, "shares": entry.shares, "blocks": entry.blocks })))
+    let (shares, blocks) = s.shares.credit(header.miner_key, accepted_block);
+    Ok(Json(json!({ "accepted": true, "block": accepted_block, "shares": shares, "blocks": blocks })))
 }
 
 async fn miners(State(s): State<ApiState>) -> Json<Value> {
-    let m = s.miners.lock().unwrap_or_else(|p| p.into_inner());
-    let mut list: Vec<Value> = m
-        .by_key
-        .iter()
-        .map(|(k, e)| json!({ "miner": hex::encode(k), "shares": e.shares, "blocks": e.blocks, "last_share_ms": e.last_share_ms }))
-        .collect();
-    list.sort_by(|a, b| b["shares"].as_u64().cmp(&a["shares"].as_u64()));
+    let list = s.shares.miners();
     let node = s.node_miner.as_ref().map(|n| {
         json!({
             "attempts": n.attempts.load(std::sync::atomic::Ordering::Relaxed),

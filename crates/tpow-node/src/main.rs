@@ -11,17 +11,20 @@
 //! sans-io and unit-tested; [`service`], [`p2p`], [`http`] and [`mining`] are the
 //! I/O edges around it.
 
+mod attack;
 mod chain_state;
 #[cfg(feature = "chat")]
 mod chat;
 mod devnet;
 mod http;
+mod limits;
 mod metrics;
 mod mining;
 mod node;
 mod p2p;
 mod scheduler;
 mod service;
+mod shares;
 mod store;
 mod summary;
 mod time;
@@ -61,11 +64,14 @@ enum Command {
         peer: libp2p::Multiaddr,
         /// What to send.
         #[arg(long, value_enum)]
-        kind: p2p::AttackKind,
+        kind: attack::AttackKind,
+        /// Rounds, each with a fresh key.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
         /// Devnet genesis time of the node.
         #[arg(long)]
         genesis_time_ms: u64,
-        /// Give up after this many seconds.
+        /// Give up on a round after this many seconds.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
@@ -102,14 +108,14 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
         bail!("unknown chain {chain_name:?} (expected devnet or mainnet)");
     };
     match genesis {
-        Some(t) => params.genesis_timestamp_ms = t,
-        None if params.name == "devnet" => params.genesis_timestamp_ms = now_ms(),
+        Some(t) => params = params.with_genesis_time(t)?,
+        None if params.network.allows_genesis_override() => params = params.with_genesis_time(now_ms())?,
         None => {}
     }
     let spec = params.model;
     println!(
         "chain {} | model {}x{} d_model {} heads {} layers {} ffn {} | {} parameters, {:.1} M MAC per pass | {threads} threads",
-        params.name,
+        params.name(),
         spec.seq_len,
         spec.vocab,
         spec.d_model,
@@ -119,7 +125,7 @@ fn mine_blocks(chain_name: &str, blocks: u64, threads: usize, key: [u8; 32], gen
         spec.parameter_count(),
         spec.macs_per_pass() as f64 / 1e6
     );
-    let mut chain = HeaderChain::new(params);
+    let mut chain = HeaderChain::new(params)?;
     println!(
         "{:>6}  {:<16}  {:>10}  {:>9}  {:>8}  {:>10}  {:>9}",
         "height", "id", "bits", "attempts", "secs", "nonces/s", "verify ms"
@@ -171,13 +177,13 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => node::run(args),
         Command::Devnet(args) => devnet::run(args),
-        Command::Attack { peer, kind, genesis_time_ms, seconds } => {
-            let mut params = ChainParams::devnet();
-            params.genesis_timestamp_ms = genesis_time_ms;
+        Command::Attack { peer, kind, rounds, genesis_time_ms, seconds } => {
+            let params = ChainParams::devnet().with_genesis_time(genesis_time_ms)?;
             let rt = tokio::runtime::Runtime::new().context("runtime")?;
-            let banned = rt.block_on(p2p::attack(peer, &params, kind, std::time::Duration::from_secs(seconds)))?;
-            println!("{}", if banned { "disconnected by the peer" } else { "still connected" });
-            std::process::exit(if banned { 0 } else { 1 })
+            let per_round = std::time::Duration::from_secs(seconds);
+            let refused = rt.block_on(attack::run(peer, &params, kind, rounds, per_round))?;
+            println!("{refused} of {rounds} rounds disconnected or refused by the peer");
+            std::process::exit(if refused == rounds { 0 } else { 1 })
         }
         Command::Mine { chain, blocks, threads, miner_key, genesis_time_ms } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

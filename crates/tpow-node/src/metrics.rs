@@ -50,6 +50,9 @@ pub struct Metrics {
     registry: Registry,
     /// Forward passes this node's miner ran (CPU and GPU).
     pub pow_forward_passes: Counter,
+    /// Forward passes run to verify blocks from peers, the node's own miner and
+    /// browser shares (what an attacker can try to make the node spend).
+    pub verification_passes: Counter,
     /// Blocks this node's miner found and stored.
     pub blocks_found: Counter,
     /// Mining rate over the last summary interval.
@@ -85,6 +88,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tpow");
         let m = Metrics {
             pow_forward_passes: Counter::default(),
+            verification_passes: Counter::default(),
             blocks_found: Counter::default(),
             nonces_per_second: Gauge::default(),
             shares_accepted: Counter::default(),
@@ -107,6 +111,11 @@ impl Metrics {
             "pow_forward_passes",
             "Proof-of-work forward passes run by this node's miner",
             m.pow_forward_passes.clone(),
+        );
+        registry.register(
+            "verification_forward_passes",
+            "Forward passes run to verify blocks and shares received",
+            m.verification_passes.clone(),
         );
         registry.register("blocks_found", "Blocks mined by this node and stored", m.blocks_found.clone());
         registry.register(

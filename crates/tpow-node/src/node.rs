@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use libp2p::{identity, Multiaddr};
@@ -73,18 +73,18 @@ pub struct RunArgs {
 /// Fixes the chain parameters of a data dir: the first start records chain name
 /// and genesis time, later starts must agree with them.
 fn chain_params(store: &Store, args: &RunArgs) -> Result<ChainParams> {
-    let Some(mut params) = ChainParams::by_name(&args.chain) else {
+    let Some(params) = ChainParams::by_name(&args.chain) else {
         bail!("unknown chain {:?} (expected devnet or mainnet)", args.chain);
     };
-    if params.name == "mainnet" && args.genesis_time_ms.is_some() {
-        bail!("--genesis-time-ms is for devnets; mainnet's genesis is fixed");
+    if !params.network.allows_genesis_override() && args.genesis_time_ms.is_some() {
+        bail!("--genesis-time-ms is for devnets; {}'s genesis is fixed", params.network);
     }
     match store.meta("chain")? {
-        Some(name) if name != params.name.as_bytes() => {
-            bail!("data dir holds chain {:?}, not {:?}", String::from_utf8_lossy(&name), params.name)
+        Some(name) if name != params.name().as_bytes() => {
+            bail!("data dir holds chain {:?}, not {:?}", String::from_utf8_lossy(&name), params.name())
         }
         Some(_) => {}
-        None => store.set_meta("chain", params.name.as_bytes())?,
+        None => store.set_meta("chain", params.name().as_bytes())?,
     }
     let stored = store
         .meta("genesis_time_ms")?
@@ -97,14 +97,15 @@ fn chain_params(store: &Store, args: &RunArgs) -> Result<ChainParams> {
         (None, a) => {
             let t = match a {
                 Some(t) => t,
-                None if params.name == "devnet" => crate::time::now_ms(),
+                None if params.network.allows_genesis_override() => crate::time::now_ms(),
                 None => params.genesis_timestamp_ms,
             };
             store.set_meta("genesis_time_ms", &t.to_le_bytes())?;
             t
         }
     };
-    params.genesis_timestamp_ms = genesis;
+    let params = params.with_genesis_time(genesis).context("genesis time")?;
+    params.validate().context("chain parameters")?;
     Ok(params)
 }
 
@@ -154,7 +155,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let state = ChainState::rebuild(params.clone(), store).context("loading the chain from the database")?;
     let tip = state.tip();
     tracing::info!(
-        chain = params.name,
+        chain = params.name(),
         genesis = %hex::encode(&genesis_id[..8]),
         "loaded height {} ({}) in {:.2}s",
         tip.height,
@@ -162,7 +163,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (chain, service_task) = crate::service::spawn(state, cores);
+    let (chain, mut service_task) = crate::service::spawn(state, cores);
 
     // HTTP is bound first so that its port can be announced to peers.
     let http_listener = crate::http::bind(args.http, &args.data_dir).await?;
@@ -184,7 +185,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         keypair,
         listen: args.p2p.clone(),
         bootstrap: args.peers.clone(),
-        chain_name: params.name.to_string(),
+        chain_name: params.name().to_string(),
         genesis_id,
         data_dir: args.data_dir.clone(),
         agent: crate::p2p::agent_version(&models, http_port),
@@ -226,12 +227,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         miner: miner_stats.clone(),
         gate,
     }));
+    let (shares, websockets) = crate::http::ApiState::limits(params.model);
     let api = crate::http::ApiState {
         chain: chain.clone(),
         peers: peers_rx,
         publish: publish_tx,
         node_miner: miner_stats,
-        miners: Arc::new(Mutex::new(Default::default())),
+        shares,
+        websockets,
         identity,
         #[cfg(feature = "chat")]
         chat,
@@ -254,6 +257,11 @@ async fn run_async(args: RunArgs) -> Result<()> {
         }
         r = &mut p2p_task => r.context("network task panicked").and_then(|r| r.context("network")),
         r = &mut http_task => r.context("HTTP task panicked").and_then(|r| r.context("HTTP")),
+        r = &mut service_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the database failed; stopping so the next start rebuilds from disk")),
+            Err(e) => Err(anyhow::Error::new(e).context("chain service panicked")),
+        },
     };
     tracing::info!("stopping");
     shutdown.store(true, Ordering::Relaxed);

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,24 @@ use tpow_core::body::Body;
 use tpow_core::{BlockId, Header};
 
 use crate::chain_state::Verdict;
+use crate::limits::{ip_key, Buckets, ConnectionCounts, Rate};
 use crate::service::{ChainHandle, SubmitResult};
 use crate::wire::{self, GetBlocks};
 
 /// How long a misbehaving peer stays banned.
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
+/// Inbound connections allowed from one IP address (a fresh key per connection
+/// gains nothing beyond this). Connections this node dials are not counted: they
+/// are its reserved slots for configured and known-good peers.
+pub const MAX_INBOUND_PER_IP: usize = 4;
+/// Inbound connections allowed in all.
+pub const MAX_INBOUND: usize = 128;
+/// Peers banned from one IP address within [`BAN_DURATION`] before the address
+/// itself is banned (new keys from it are then refused at connection time).
+pub const IP_STRIKES: u32 = 3;
+/// Sync requests one IP address may make per second (burst 20); beyond, the
+/// answer is empty.
+pub const SYNC_REQUESTS_PER_IP: Rate = Rate { per_sec: 5.0, burst: 20.0 };
 /// How often idle peers are polled for new blocks and bootstrap peers redialled.
 const TICK: Duration = Duration::from_secs(3);
 
@@ -125,18 +139,18 @@ pub struct P2pConfig {
 }
 
 #[derive(NetworkBehaviour)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
-    gossipsub: gossipsub::Behaviour,
-    sync: request_response::Behaviour<FrameCodec>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
 }
 
 /// Length-prefixed frames (u32 big-endian) with a hard size cap per direction,
 /// checked before the buffer is allocated.
 #[derive(Clone, Default)]
-struct FrameCodec;
+pub(crate) struct FrameCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -206,6 +220,7 @@ enum Internal {
 #[derive(Default)]
 struct PeerState {
     address: String,
+    ip: Option<IpAddr>,
     outbound: bool,
     agent: Option<String>,
     blocks_received: u64,
@@ -218,6 +233,12 @@ struct Net {
     topic: IdentTopic,
     peers: HashMap<PeerId, PeerState>,
     bans: HashMap<PeerId, Instant>,
+    /// Per IP: strikes (peers banned) and when the count resets.
+    strikes: HashMap<IpAddr, (u32, Instant)>,
+    ip_bans: HashMap<IpAddr, Instant>,
+    inbound: ConnectionCounts,
+    inbound_ips: HashMap<libp2p::swarm::ConnectionId, IpAddr>,
+    sync_served: Buckets<IpAddr>,
     pending_sync: HashMap<OutboundRequestId, PeerId>,
     internal: mpsc::UnboundedSender<Internal>,
     peers_tx: watch::Sender<Vec<PeerInfo>>,
@@ -233,7 +254,7 @@ struct Progress {
 }
 
 /// The swarm every tpow node runs, subscribed to the block topic of the chain.
-fn build_swarm(
+pub(crate) fn build_swarm(
     keypair: &identity::Keypair,
     chain_name: &str,
     genesis_id: &BlockId,
@@ -265,7 +286,7 @@ fn build_swarm(
             );
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established_per_peer(Some(2))
-                .with_max_established_incoming(Some(128));
+                .with_max_established_incoming(Some(MAX_INBOUND as u32));
             Ok(Behaviour {
                 blocked: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),
@@ -283,58 +304,13 @@ fn build_swarm(
     Ok((swarm, topic))
 }
 
-/// What `tpow-node attack` sends (a test tool for peer banning).
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum AttackKind {
-    /// Bytes that do not decode as a block.
-    Garbage,
-    /// A well-formed block on genesis whose pow hash misses the target.
-    BadPow,
-}
-
-/// Connects to `peer` as an ordinary node and gossips invalid blocks until the
-/// peer hangs up (the expected outcome) or `duration` passes. Returns whether
-/// the peer disconnected us.
-pub async fn attack(
-    peer: Multiaddr,
-    params: &tpow_core::ChainParams,
-    kind: AttackKind,
-    duration: Duration,
-) -> Result<bool> {
-    let keypair = identity::Keypair::generate_ed25519();
-    let chain = tpow_core::HeaderChain::new(params.clone());
-    let genesis_id = chain.tip().id;
-    let (mut swarm, topic) = build_swarm(&keypair, params.name, &genesis_id, agent_version(&[], None))?;
-    swarm.dial(peer.clone()).with_context(|| format!("dialling {peer}"))?;
-    let deadline = tokio::time::Instant::now() + duration;
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    let mut subscribed = false;
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return Ok(false),
-            ev = swarm.select_next_some() => match ev {
-                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. })) => subscribed = true,
-                SwarmEvent::ConnectionClosed { num_established: 0, .. } if subscribed => return Ok(true),
-                _ => {}
-            },
-            _ = tick.tick(), if subscribed => {
-                nonce += 1;
-                let data = match kind {
-                    AttackKind::Garbage => vec![0xa5; 300],
-                    AttackKind::BadPow => {
-                        let body = Body::coinbase_only(1, [7; 32]);
-                        // The right template with a made-up digest: every check but
-                        // the proof of work passes.
-                        let template = chain.next_template([7; 32], body.root(), crate::time::now_ms());
-                        let h = Header { nonce, output_digest: [0xff; 32], ..template };
-                        wire::encode_block(&h, &body)
-                    }
-                };
-                let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data);
-            }
-        }
-    }
+/// The IP address of a multiaddr, if it has one.
+fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
 }
 
 /// Builds the swarm and runs the network until the chain service stops.
@@ -359,6 +335,11 @@ pub async fn run(
         topic,
         peers: HashMap::new(),
         bans: HashMap::new(),
+        strikes: HashMap::new(),
+        ip_bans: HashMap::new(),
+        inbound: ConnectionCounts::new(MAX_INBOUND_PER_IP, MAX_INBOUND),
+        inbound_ips: HashMap::new(),
+        sync_served: Buckets::new(SYNC_REQUESTS_PER_IP, 4_096),
         pending_sync: HashMap::new(),
         internal,
         peers_tx,
@@ -393,8 +374,28 @@ impl Net {
 
     fn ban(&mut self, peer: PeerId, why: &str) {
         tracing::warn!(%peer, "banning peer for {}s: {why}", BAN_DURATION.as_secs());
-        self.bans.insert(peer, Instant::now() + BAN_DURATION);
+        let now = Instant::now();
+        self.bans.insert(peer, now + BAN_DURATION);
         self.swarm.behaviour_mut().blocked.block_peer(peer);
+        // A ban of a peer that dialled us counts against its address, so fresh
+        // keys from the same host do not start from a clean slate.
+        if let Some(PeerState { ip: Some(ip), outbound: false, .. }) = self.peers.get(&peer) {
+            let ip = ip_key(*ip);
+            let e = self.strikes.entry(ip).or_insert((0, now + BAN_DURATION));
+            if e.1 <= now {
+                *e = (0, now + BAN_DURATION);
+            }
+            e.0 += 1;
+            if e.0 >= IP_STRIKES && self.ip_bans.len() < 65_536 {
+                tracing::warn!(%ip, "banning address for {}s: {} peers from it misbehaved", BAN_DURATION.as_secs(), e.0);
+                self.ip_bans.insert(ip, now + BAN_DURATION);
+                let from_ip: Vec<libp2p::swarm::ConnectionId> =
+                    self.inbound_ips.iter().filter(|(_, a)| ip_key(**a) == ip).map(|(c, _)| *c).collect();
+                for c in from_ip {
+                    self.swarm.close_connection(c);
+                }
+            }
+        }
         self.peers.remove(&peer);
         self.publish_peers();
     }
@@ -439,6 +440,8 @@ impl Net {
             self.bans.remove(&p);
             self.swarm.behaviour_mut().blocked.unblock_peer(p);
         }
+        self.ip_bans.retain(|_, until| *until > now);
+        self.strikes.retain(|_, (_, until)| *until > now);
         // Refresh the API's view (block counters change without connection events).
         self.publish_peers();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -502,7 +505,9 @@ impl Net {
                         if let Some(e) = &applied.error {
                             let _ = self.judge(peer, e);
                         } else {
-                            more = received >= wire::MAX_BLOCKS_PER_RESPONSE;
+                            // A full answer that taught us nothing (blocks we
+                            // have) is not a reason to ask the same peer again.
+                            more = received >= wire::MAX_BLOCKS_PER_RESPONSE && applied.accepted > 0;
                         }
                     }
                     Some(Err(e)) => {
@@ -559,13 +564,27 @@ impl Net {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, connection_id, .. } => {
+                let ip = multiaddr_ip(endpoint.get_remote_address());
+                if !endpoint.is_dialer() {
+                    if let Some(ip) = ip {
+                        let now = Instant::now();
+                        let banned = self.ip_bans.get(&ip_key(ip)).is_some_and(|until| *until > now);
+                        if banned || !self.inbound.try_open(ip) {
+                            tracing::debug!(%ip, banned, "refusing inbound connection");
+                            self.swarm.close_connection(connection_id);
+                            return;
+                        }
+                        self.inbound_ips.insert(connection_id, ip);
+                    }
+                }
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                     self.peers.insert(
                         peer_id,
                         PeerState {
                             address: endpoint.get_remote_address().to_string(),
+                            ip,
                             outbound: endpoint.is_dialer(),
                             ..Default::default()
                         },
@@ -574,10 +593,14 @@ impl Net {
                 }
                 self.request_sync(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                tracing::info!(peer = %peer_id, "peer disconnected");
-                self.peers.remove(&peer_id);
-                self.publish_peers();
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+                if let Some(ip) = self.inbound_ips.remove(&connection_id) {
+                    self.inbound.close(ip);
+                }
+                if num_established == 0 && self.peers.remove(&peer_id).is_some() {
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                    self.publish_peers();
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
@@ -615,7 +638,10 @@ impl Net {
                         Ok(req) => {
                             let chain = self.chain.clone();
                             let internal = self.internal.clone();
-                            let max = (req.max as usize).min(wire::MAX_BLOCKS_PER_RESPONSE);
+                            let ip = self.peers.get(&peer).and_then(|p| p.ip).map(ip_key);
+                            let allowed = ip.is_none_or(|ip| self.sync_served.try_take(&ip, 1.0, Instant::now()));
+                            // Over budget: an empty answer costs us nothing to make.
+                            let max = if allowed { (req.max as usize).min(wire::MAX_BLOCKS_PER_RESPONSE) } else { 0 };
                             tokio::spawn(async move {
                                 match chain.blocks_after(req.locator, max).await {
                                     Ok(Ok(blocks)) => {
@@ -662,6 +688,12 @@ impl Net {
                 tracing::debug!(%peer, "sync request failed: {error}");
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.sync_in_flight = false;
+                }
+                // An answer over the size cap or cut short is the peer's doing.
+                if let request_response::OutboundFailure::Io(e) = &error {
+                    if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) {
+                        self.ban(peer, &format!("malformed sync answer frame: {e}"));
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::InboundFailure {

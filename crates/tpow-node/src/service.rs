@@ -14,7 +14,7 @@ use tpow_core::body::Body;
 use tpow_core::mmr::MmrProof;
 use tpow_core::{BlockId, ChainParams, Header};
 
-use crate::chain_state::{compute_digests, Applied, BlockError, ChainState, Prepared, QueryError, TipInfo};
+use crate::chain_state::{verify_branch, Applied, BlockError, ChainState, Prepared, QueryError, TipInfo};
 use crate::store::StoreError;
 use crate::time::now_ms;
 
@@ -36,8 +36,8 @@ pub enum Command {
     Verified {
         /// The batch.
         prepared: Prepared,
-        /// Their digests, or the model error.
-        digests: Result<Vec<[u8; 32]>, tpow_core::HeaderError>,
+        /// Their digests, or the first failure.
+        digests: Result<Vec<[u8; 32]>, tpow_core::BranchError>,
         /// Where the answer goes.
         reply: oneshot::Sender<SubmitResult>,
     },
@@ -193,8 +193,13 @@ impl ChainHandle {
 }
 
 /// Starts the service on the current runtime. `verify_threads` bounds the
-/// threads one batch of forward passes may use.
-pub fn spawn(state: ChainState, verify_threads: usize) -> (ChainHandle, tokio::task::JoinHandle<()>) {
+/// threads one batch of forward passes may use. The task ends with an error only
+/// when the database fails: the node must then stop (its memory may be ahead of
+/// the disk; the next start rebuilds from the disk).
+pub fn spawn(
+    state: ChainState,
+    verify_threads: usize,
+) -> (ChainHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(256);
     let (tip_tx, tip_rx) = watch::channel(state.tip());
     let handle = ChainHandle { tx: tx.clone(), tip: tip_rx, params: Arc::new(state.params().clone()) };
@@ -208,24 +213,25 @@ async fn run(
     self_tx: mpsc::Sender<Command>,
     tip_tx: watch::Sender<TipInfo>,
     verify_threads: usize,
-) {
+) -> Result<(), StoreError> {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Submit { blocks, reply } => match state.prepare(blocks, now_ms()) {
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
-                Ok(prepared) if prepared.blocks.is_empty() => {
+                Ok(prepared) if prepared.is_empty() => {
                     let _ = reply.send(Ok(Applied::default()));
                 }
                 Ok(prepared) => {
-                    let params = state.params().clone();
                     let self_tx = self_tx.clone();
                     tokio::task::spawn_blocking(move || {
-                        let headers: Vec<Header> = prepared.blocks.iter().map(|(h, _)| *h).collect();
                         let started = std::time::Instant::now();
-                        let digests = compute_digests(&params, &headers, verify_threads);
-                        crate::metrics::get().add_compute(crate::metrics::Kind::Verification, started.elapsed());
+                        let seed: [u8; 32] = rand::random();
+                        let (digests, passes) = verify_branch(&prepared, verify_threads, &seed);
+                        let m = crate::metrics::get();
+                        m.add_compute(crate::metrics::Kind::Verification, started.elapsed());
+                        m.verification_passes.inc_by(passes as u64);
                         // If the service is gone the node is stopping; nothing to do.
                         let _ = self_tx.blocking_send(Command::Verified { prepared, digests, reply });
                     });
@@ -233,18 +239,17 @@ async fn run(
             },
             Command::Verified { prepared, digests, reply } => {
                 let applied = match digests {
-                    Ok(d) => state.apply(prepared, &d, now_ms()),
-                    Err(source) => {
-                        let height = prepared.blocks.first().map_or(0, |(h, _)| h.height);
-                        let _ = reply.send(Err(BlockError::Header { height, source }));
+                    Ok(d) => state.apply(prepared, &d),
+                    Err(e) => {
+                        let _ = reply.send(Err(state.note_failed(e, &prepared)));
                         continue;
                     }
                 };
-                if let Some(BlockError::Store(e)) = &applied.error {
+                if let Some(BlockError::Store(e)) = applied.error {
                     // The in-memory chain is ahead of the disk: the only safe move is
-                    // to stop and rebuild from the database on the next start.
-                    tracing::error!("database commit failed, stopping: {e}");
-                    std::process::exit(3);
+                    // to stop (main shuts the node down) and rebuild from the
+                    // database on the next start. Nothing was acknowledged.
+                    return Err(e);
                 }
                 if applied.new_tip {
                     let tip = state.tip();
@@ -279,6 +284,7 @@ async fn run(
             }
         }
     }
+    Ok(())
 }
 
 fn flyclient(state: &ChainState, tip: u64, last: u64, samples: usize) -> Result<FlyData, QueryError> {

@@ -151,12 +151,23 @@ impl Store {
             .collect()
     }
 
-    /// Persists new blocks and the best-chain change in one transaction.
-    pub fn commit(&self, blocks: &[NewBlock<'_>], best: Option<BestUpdate<'_>>) -> Result<(), StoreError> {
+    /// Persists new blocks, the best-chain change and the removal of pruned side
+    /// blocks `(height, id)` in one transaction.
+    pub fn commit(
+        &self,
+        blocks: &[NewBlock<'_>],
+        best: Option<BestUpdate<'_>>,
+        pruned: &[(u64, BlockId)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(dbe)?;
         {
             let mut headers = txn.open_table(HEADERS).map_err(dbe)?;
             let mut bodies = txn.open_table(BODIES).map_err(dbe)?;
+            for (height, id) in pruned {
+                let key = block_key(*height, id);
+                headers.remove(key.as_slice()).map_err(dbe)?;
+                bodies.remove(key.as_slice()).map_err(dbe)?;
+            }
             for b in blocks {
                 let mut v = Vec::with_capacity(8 + HEADER_LEN);
                 v.extend_from_slice(&b.seq.to_le_bytes());
@@ -221,10 +232,10 @@ mod tests {
                 NewBlock { seq: 2, header: &h2, id: h2.id(), body: b"b2" },
                 NewBlock { seq: 1, header: &h1, id: h1.id(), body: b"b1" },
             ];
-            s.commit(&blocks, Some(BestUpdate { from: 0, ids: &[g.id(), h1.id(), h2.id()], old_height: 0 }))
+            s.commit(&blocks, Some(BestUpdate { from: 0, ids: &[g.id(), h1.id(), h2.id()], old_height: 0 }), &[])
                 .expect("commit");
             // A reorg to a shorter branch removes the stale heights.
-            s.commit(&[], Some(BestUpdate { from: 1, ids: &[h1.id()], old_height: 2 })).expect("commit");
+            s.commit(&[], Some(BestUpdate { from: 1, ids: &[h1.id()], old_height: 2 }), &[]).expect("commit");
         }
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.meta("k").expect("meta").as_deref(), Some(&b"v"[..]));

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
 use tower_http::services::{ServeDir, ServeFile};
@@ -25,7 +25,21 @@ pub fn default_dir() -> PathBuf {
 pub fn router(dir: &Path) -> Router {
     let files =
         ServeDir::new(dir).append_index_html_on_directories(true).fallback(ServeFile::new(dir.join("index.html")));
-    Router::new().route("/api/{*rest}", any(no_endpoint)).route("/v1/{*rest}", any(no_endpoint)).fallback_service(files)
+    Router::new()
+        .route("/api/{*rest}", any(no_endpoint))
+        .route("/v1/{*rest}", any(no_endpoint))
+        .fallback_service(files)
+        .layer(axum::middleware::map_response(json_file_errors))
+}
+
+/// A path the file system cannot even look up (a segment longer than a file name
+/// may be, say) makes the file service answer 500 with a text body; it is a
+/// path that does not exist, so answer as the API does: a JSON 404.
+async fn json_file_errors(res: Response) -> Response {
+    if res.status().is_server_error() {
+        return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such file"}))).into_response();
+    }
+    res
 }
 
 /// Whether `dir` holds a built app (its `index.html`).
@@ -70,6 +84,7 @@ mod tests {
                 get(addr, "/chat?x=1"),
                 get(addr, "/api/nope"),
                 get(addr, "/api/health"),
+                get(addr, &format!("/{}", "a".repeat(300))),
             ]
         })
         .await
@@ -79,6 +94,8 @@ mod tests {
         assert!(r[2].0.contains("200") && r[2].1.contains("app</html>"), "index for app paths: {:?}", r[2]);
         assert!(r[3].0.contains("404") && r[3].1.contains("no such endpoint"), "{:?}", r[3]);
         assert!(r[4].0.contains("200") && r[4].1.contains("ok"), "API routes win: {:?}", r[4]);
+        assert!(!r[5].0.contains(" 5"), "a name too long for the file system is no server error: {:?}", r[5]);
+        assert!(r[5].1.contains("app</html>") || r[5].1.contains("\"error\""), "{:?}", r[5]);
         assert!(!has_app(&dir.path().join("missing")));
     }
 }

@@ -146,3 +146,60 @@ fn misbehaving_peers_are_banned_and_node_keeps_working() {
     let h = a.tip().0;
     a.wait_for("mining goes on", Duration::from_secs(60), |n| n.tip().0 > h);
 }
+
+/// Forward passes the node ran on data that was not its own valid blocks: every
+/// block it stored costs one (the miner's blocks are verified like any other).
+fn wasted_passes(n: &Node, passes_before: f64, height_before: u64) -> f64 {
+    let spent = n.metric("tpow_verification_forward_passes_total") - passes_before;
+    spent - (n.tip().0 - height_before) as f64
+}
+
+fn attack(n: &Node, genesis: u64, kind: &str, rounds: u32, seconds: u32) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-node"))
+        .args(["attack", "--kind", kind, "--peer", &n.p2p])
+        .args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()])
+        .arg("--genesis-time-ms")
+        .arg(genesis.to_string())
+        .output()
+        .expect("attacker");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Forged headers cost the node no forward pass when their branch claims too
+/// little work (children of genesis, whatever their number and keys), and at most
+/// one small chunk of passes per forged sync answer that claims more work; three
+/// such peers from one address get the address banned, so further fresh keys are
+/// refused at the door. The node keeps mining throughout.
+#[test]
+fn forged_headers_from_fresh_keys_cost_bounded_forward_passes() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a =
+        Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
+    // Beyond the work margin (6 tip blocks): a child of genesis can never win.
+    a.wait_for("height 10", Duration::from_secs(120), |n| n.tip().0 >= 10);
+
+    let (passes, height) = (a.metric("tpow_verification_forward_passes_total"), a.tip().0);
+    let (_, out) = attack(&a, genesis, "forged-children", 3, 6);
+    let wasted = wasted_passes(&a, passes, height);
+    eprintln!("forged children: {wasted} passes wasted\n{out}");
+    assert!(wasted <= 0.0, "forged genesis children cost {wasted} passes\n{out}\n{}", a.log());
+    let log = std::fs::read_to_string(a.dir.join("node.log")).expect("log");
+    assert!(!log.contains("OutputDigest"), "no forged child reached a forward pass");
+
+    let (passes, height) = (a.metric("tpow_verification_forward_passes_total"), a.tip().0);
+    let (all_refused, out) = attack(&a, genesis, "forged-batch", 5, 20);
+    assert!(all_refused, "every forging key was disconnected or refused:\n{out}\n{}", a.log());
+    let wasted = wasted_passes(&a, passes, height);
+    // At most one chunk (2 passes per verifying thread) per forged answer, and at
+    // most IP_STRIKES answers before the address is banned.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let bound = 3.0 * 2.0 * threads;
+    eprintln!("forged batches: {wasted} passes wasted (bound {bound})\n{out}");
+    assert!(wasted <= bound, "forged batches cost {wasted} passes (bound {bound})\n{out}\n{}", a.log());
+    let log = std::fs::read_to_string(a.dir.join("node.log")).expect("log");
+    assert!(log.contains("banning address"), "the address was banned after repeated forgeries\n{out}");
+    let h = a.tip().0;
+    a.wait_for("mining goes on", Duration::from_secs(60), |n| n.tip().0 > h);
+}

@@ -17,11 +17,9 @@ use crate::nodes::{host_label, node_urls};
 use crate::receipt::{check, Receipt, ReceiptCheck};
 use crate::sse::ChatEvent;
 use crate::units::{duration_ms, hashrate, short_id, si};
-#[cfg(not(feature = "light"))]
-use crate::web::chain_client::LocalVerifier;
-use crate::web::chain_client::{has_webgpu, ChainSource};
 use crate::web::chat::{self, ChatFailure, ChatNode};
 use crate::web::miner::{hardware_concurrency, miner_key, MinerHost};
+use crate::web::net::has_webgpu;
 use crate::web::net::{get_json, sleep_ms};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,11 +45,7 @@ pub fn app() -> Html {
         let snapshot = snapshot.clone();
         let nodes = nodes.clone();
         use_effect_with((), move |_| {
-            #[cfg(feature = "light")]
-            let source: Box<dyn ChainSource> = Box::new(crate::web::light_source::LightSource);
-            #[cfg(not(feature = "light"))]
-            let source: Box<dyn ChainSource> = Box::new(LocalVerifier { prefer_gpu: true });
-            source.start((*nodes).clone(), Rc::new(move |s| snapshot.set(s)));
+            crate::web::light_source::start((*nodes).clone(), Rc::new(move |s| snapshot.set(s)));
         });
     }
     let tab = |v: View, label: &str, id: &str| {

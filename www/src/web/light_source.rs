@@ -1,4 +1,4 @@
-//! tpow-light as the chain view's source (cargo feature `light`): its `LightClient`
+//! tpow-light as the chain view's only source: its `LightClient`
 //! syncs and verifies (FlyClient samples plus the newest headers, or every header
 //! in `full` mode), this module turns its state into [`ChainSnapshot`]s. Difficulty
 //! and block-time charts read the node's JSON headers of the verified chain.
@@ -12,16 +12,12 @@ use tpow_light::{Backend, LightClient, LightOptions, NodeState as LightNode};
 use crate::api::Health;
 use crate::chain::{ChainSnapshot, HeaderRow, NodeState, NodeView, TipView, Verification};
 use crate::units::difficulty;
-use crate::web::chain_client::ChainSource;
 use crate::web::net::{get_json, sleep_ms};
 
-/// tpow-light behind the [`ChainSource`] seam.
-pub struct LightSource;
-
-impl ChainSource for LightSource {
-    fn start(self: Box<Self>, nodes: Vec<String>, on_update: Rc<dyn Fn(ChainSnapshot)>) {
-        wasm_bindgen_futures::spawn_local(run(nodes, on_update));
-    }
+/// Starts following `nodes` with tpow-light; `on_update` gets every new snapshot.
+/// Runs for the life of the page.
+pub fn start(nodes: Vec<String>, on_update: Rc<dyn Fn(ChainSnapshot)>) {
+    wasm_bindgen_futures::spawn_local(run(nodes, on_update));
 }
 
 #[derive(Deserialize)]

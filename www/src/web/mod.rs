@@ -2,9 +2,7 @@
 //! stream and the miner's workers. Only built for wasm32.
 
 pub mod app;
-pub mod chain_client;
 pub mod chat;
-#[cfg(feature = "light")]
 pub mod light_source;
 pub mod miner;
 pub mod net;

@@ -137,3 +137,10 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     crypto.get_random_values_with_u8_array(&mut b).map_err(|e| js_error(&e))?;
     Ok(b)
 }
+
+/// Whether the browser exposes WebGPU at all (`navigator.gpu`).
+pub fn has_webgpu() -> bool {
+    let nav = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap_or(JsValue::UNDEFINED);
+    !nav.is_undefined()
+        && js_sys::Reflect::get(&nav, &JsValue::from_str("gpu")).map(|g| !g.is_undefined()).unwrap_or(false)
+}

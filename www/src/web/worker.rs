@@ -15,7 +15,7 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::api::{error_text, Share, ShareAnswer, Work};
 use crate::mining::{assemble_header, cpu_search, rest_ms, Backend, Job, RateMeter, ToWorker, WorkerReport};
-use crate::web::chain_client::has_webgpu;
+use crate::web::net::has_webgpu;
 use crate::web::net::{get_json, perf_now, post_json, random_bytes, sleep_ms};
 
 /// Work is re-fetched this often (a new tip makes the old work stale).

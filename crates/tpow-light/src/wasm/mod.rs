@@ -92,12 +92,16 @@ pub struct LightClient {
     inner: Rc<Inner>,
 }
 
+/// A devnet's genesis time is chosen when it starts, so a client that was not
+/// given one takes it from the first node that answers `/api/chain` (trust on
+/// first use, devnets only); every node's genesis id is then checked against it
+/// before anything it serves is used.
 async fn adopt_genesis_time(nodes: &[String]) -> Option<u64> {
     for n in nodes {
-        let url = format!("{}/api/headers?from=0&count=1", n.trim_end_matches('/'));
-        if let Ok(b) = js::http_get(&url, 192).await {
-            if let Ok(h) = tpow_core::Header::decode(&b) {
-                return Some(h.timestamp_ms);
+        let url = format!("{}/api/chain", n.trim_end_matches('/'));
+        if let Ok(b) = js::http_get(&url, crate::wire::MAX_CHAIN_BYTES).await {
+            if let Ok(c) = crate::wire::parse_chain(&b) {
+                return Some(c.genesis_timestamp_ms);
             }
         }
     }
@@ -111,11 +115,10 @@ impl LightClient {
         let mut params = ChainParams::by_name(&options.chain)
             .ok_or_else(|| LightError::Config(format!("unknown chain {:?}", options.chain)))?;
         match options.genesis_time_ms {
-            Some(t) if params.name == "devnet" => params.genesis_timestamp_ms = t,
-            Some(_) => return Err(LightError::Config("genesisTimeMs applies to devnet only".into())),
-            None if params.name == "devnet" => {
+            Some(t) => params = params.with_genesis_time(t)?,
+            None if params.network.allows_genesis_override() => {
                 if let Some(t) = adopt_genesis_time(&options.nodes).await {
-                    params.genesis_timestamp_ms = t;
+                    params = params.with_genesis_time(t)?;
                 }
             }
             None => {}
@@ -134,8 +137,8 @@ impl LightClient {
             (None, None) => None,
             _ => return Err(LightError::Config("checkpointHeight and checkpointId go together".into())),
         };
-        let genesis = crate::verify::genesis_entry(&params).id;
-        let store_key = options.persist.then(|| format!("{}:{}", params.name, hex::encode(genesis)));
+        let genesis = tpow_core::chain::genesis_header(&params).id();
+        let store_key = options.persist.then(|| format!("{}:{}", params.name(), hex::encode(genesis)));
         let stored = match &store_key {
             Some(k) => idb::load(k).await.ok().flatten(),
             None => None,

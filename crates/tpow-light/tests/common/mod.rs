@@ -45,7 +45,7 @@ pub fn check_cpu(chain: &str) -> usize {
     let v = load(chain);
     assert_eq!(v.chain, chain);
     let params = ChainParams::by_name(chain).expect("chain");
-    assert_eq!(hex::encode(tpow_light::verify::genesis_entry(&params).id), v.genesis_id);
+    assert_eq!(hex::encode(tpow_core::chain::ChainEntry::genesis(&params).expect("valid params").id), v.genesis_id);
     let mut cache = ModelCache::new();
     for c in &v.cases {
         let inp = input(chain, c);

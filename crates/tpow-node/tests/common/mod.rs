@@ -152,6 +152,15 @@ impl Node {
     }
 
     /// (height, id) of the tip.
+    /// A sample from `/metrics` (0 if absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    }
+
     pub fn tip(&self) -> (u64, String) {
         let (_, v) = self.get_json("/api/tip");
         (v["height"].as_u64().expect("height"), v["id"].as_str().expect("id").to_string())
