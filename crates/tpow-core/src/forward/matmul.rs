@@ -34,6 +34,11 @@
 //!   one 64-byte load feeds 16 outputs × 4 inputs with 4 activation bytes broadcast,
 //!   and the correction `128 · Σ_k w` is subtracted at the end (sums wrap mod 2^32:
 //!   exact whenever the true result fits in i32). 6 input rows × 4 blocks per tile.
+//!
+//! On wasm32 the SIMD kernels are chosen at compile time (a module cannot probe the
+//! engine): `simd128` and relaxed SIMD, both on the row-major weights (no packed
+//! layout: it would cost derivation time and gained nothing there), with their
+//! exactness arguments in `wasm_simd.rs`.
 
 use alloc::vec::Vec;
 
@@ -42,7 +47,7 @@ use crate::model::Matrix;
 /// Which kernels run the matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// Portable loops (the reference; also what wasm32 runs).
+    /// Portable loops (the reference; what wasm32 without `simd128` runs).
     Scalar,
     /// AVX2 kernels on packed weights, and SIMD attention. Falls back to the scalar
     /// loop on a CPU without avx2 or for a matrix without an AVX2 [`Matrix::packed`].
@@ -53,10 +58,33 @@ pub enum Backend {
     /// avx512vnni, or for a matrix without a VNNI [`Matrix::packed`].
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     Avx512Vnni,
+    /// WebAssembly `simd128` kernels on the row-major weights, and SIMD attention:
+    /// built with `-C target-feature=+simd128` (the engine validates the
+    /// instructions when it loads the module, so there is no run-time check). Falls
+    /// back to the scalar loop for a shape that is not a multiple of 4 outputs and 8
+    /// inputs.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    WasmSimd128,
+    /// The simd128 backend with the matrix products on relaxed SIMD's
+    /// `i32x4.relaxed_dot_i8x16_i7x16_add_s`, fed so that its result is the same on
+    /// every engine (`wasm_simd.rs`); built with `+simd128,+relaxed-simd`. Falls
+    /// back to the simd128 kernel for a shape that is not a multiple of 4 outputs and
+    /// 16 inputs and for activations holding -128 (and from there to the scalar loop).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+    WasmRelaxedSimd,
 }
 
+/// The backend of builds without run-time detection: the wasm SIMD kernel compiled
+/// in, else the scalar loop.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+const COMPILED: Backend = Backend::WasmRelaxedSimd;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
+const COMPILED: Backend = Backend::WasmSimd128;
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+const COMPILED: Backend = Backend::Scalar;
+
 impl Backend {
-    /// The fastest backend this CPU supports.
+    /// The fastest backend this CPU supports (on wasm32: the one compiled in).
     pub fn detect() -> Self {
         #[cfg(all(target_arch = "x86_64", feature = "std"))]
         {
@@ -67,7 +95,7 @@ impl Backend {
                 return Backend::Avx2;
             }
         }
-        Backend::Scalar
+        COMPILED
     }
 
     /// `out[r * w.rows + j] = Σ_k x[r * w.cols + k] · w[j][k]` for `rows` rows of `x`.
@@ -96,13 +124,31 @@ impl Backend {
                     matmul_scalar(x, rows, w, out)
                 }
             }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::WasmSimd128 => {
+                if wasm::simd128_ok(w) {
+                    wasm::matmul_simd128(x, rows, w, out)
+                } else {
+                    matmul_scalar(x, rows, w, out)
+                }
+            }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+            Backend::WasmRelaxedSimd => {
+                if wasm::relaxed_ok(w) {
+                    wasm::matmul_relaxed(x, rows, w, out)
+                } else if wasm::simd128_ok(w) {
+                    wasm::matmul_simd128(x, rows, w, out)
+                } else {
+                    matmul_scalar(x, rows, w, out)
+                }
+            }
         }
     }
 
     /// The weights of a `rows x cols` matrix (row-major `data`) laid out for this
     /// backend's kernels (the layouts in the module docs), or an empty vector when it
-    /// needs none (the scalar loop, or a shape that is not a multiple of 16 rows and 4
-    /// columns). Stored in [`Matrix::packed`].
+    /// needs none (the scalar loop, the wasm kernels, or a shape that is not a
+    /// multiple of 16 rows and 4 columns). Stored in [`Matrix::packed`].
     pub fn pack(self, rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
         assert_eq!(data.len(), rows * cols, "data must hold rows * cols weights");
         match self {
@@ -111,6 +157,11 @@ impl Backend {
             Backend::Avx2 => x86::pack_avx2(rows, cols, data),
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Backend::Avx512Vnni => x86::pack_vnni(rows, cols, data),
+            // The wasm kernels read the row-major `data` (see `wasm_simd.rs`).
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::WasmSimd128 => Vec::new(),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+            Backend::WasmRelaxedSimd => Vec::new(),
         }
     }
 
@@ -158,6 +209,12 @@ impl Backend {
                 unsafe { x86::attention::attention(hd, d, first, s, q, k, v, att) };
                 true
             }
+            // Attention is a few percent of the work: both wasm backends share the
+            // simd128 kernel (it packs its own operands, no weight layout involved).
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::WasmSimd128 => wasm_attention(hd, d, first, s, q, k, v, att),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+            Backend::WasmRelaxedSimd => wasm_attention(hd, d, first, s, q, k, v, att),
         }
     }
 }
@@ -170,8 +227,29 @@ pub fn simd_backend_name() -> &'static str {
         Backend::Avx2 => "avx2",
         #[cfg(all(target_arch = "x86_64", feature = "std"))]
         Backend::Avx512Vnni => "avx512-vnni",
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Backend::WasmSimd128 => "wasm-simd128",
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+        Backend::WasmRelaxedSimd => "wasm-relaxed-simd",
     }
 }
+
+/// [`Backend::attention`] for the wasm backends: `false` where the kernel does not
+/// apply, like the x86 ones.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::too_many_arguments)]
+fn wasm_attention(hd: usize, d: usize, first: usize, s: usize, q: &[i8], k: &[i8], v: &[i8], att: &mut [i8]) -> bool {
+    if !hd.is_multiple_of(16) || !d.is_multiple_of(hd) || first >= s {
+        return false;
+    }
+    wasm::attention(hd, d, first, s, q, k, v, att);
+    true
+}
+
+/// The wasm SIMD kernels (`wasm_simd.rs`, beside this file).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[path = "wasm_simd.rs"]
+mod wasm;
 
 fn matmul_scalar(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
     let k = w.cols;
