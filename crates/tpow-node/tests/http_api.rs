@@ -67,6 +67,36 @@ fn api_answers_and_rejects_bad_input_with_json_errors() {
     let header = work["header"].as_str().expect("header");
     let (status, v) = n.post_json("/api/work", &format!("{{\"header\": \"{header}\"}}"));
     assert!((400..500).contains(&status), "zero-nonce solution: {status} {v}");
+
+    // Every error is JSON: a wrong method, a failed WebSocket handshake, a path
+    // segment longer than a file name.
+    let long = format!("/{}", "a".repeat(300));
+    for (method, path) in [("DELETE", "/api/tip"), ("POST", "/api/headers"), ("GET", "/api/ws"), ("GET", long.as_str())]
+    {
+        let r = common::request_full(&n.http, method, path, None, Duration::from_secs(10)).expect("answer");
+        assert!((400..500).contains(&r.status), "{method} {path}: {}", r.status);
+        assert!(r.json()["error"].as_str().is_some(), "{method} {path}: {:?}", String::from_utf8_lossy(&r.body));
+    }
+    // /api/chain names the chain and its genesis.
+    let (status, chain) = n.get_json("/api/chain");
+    assert_eq!(status, 200, "{chain}");
+    assert_eq!(chain["name"], "devnet");
+    let (_, genesis) = n.get("/api/headers?from=0&count=1");
+    let g = tpow_core::Header::decode(&genesis).expect("genesis");
+    assert_eq!(chain["genesis_id"], hex::encode(g.id()));
+    assert_eq!(chain["genesis_timestamp_ms"], g.timestamp_ms);
+
+    // Slow loris: a connection that never finishes its request headers is closed
+    // by the node (10 s deadline), while the node keeps answering others.
+    use std::io::{Read, Write};
+    let mut slow = std::net::TcpStream::connect(&n.http).expect("connect");
+    slow.write_all(b"GET /api/tip HTTP/1.1\r\nHost: x\r\n").expect("half a request");
+    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(25), "half-sent request held open");
+    assert_eq!(n.get_json("/api/tip").0, 200);
 }
 
 /// Reads the first text frame of `/api/ws` with a hand-made WebSocket handshake.
