@@ -1058,6 +1058,92 @@ def self_checks(ck: Checker):
                                      header_decode(le32(1) + bytes(188))], [None, None, None])
 
 
+# §16 FlyClient sampling, written from PROTOCOL.md §16 (client-seeded draws).
+CTX_FLY_DRAW = "tpow 2026-11 flyclient draw"
+MAX_U256 = (1 << 256) - 1
+
+
+def fly_levels(a: int, w: int) -> int:
+    """J: the smallest J >= 1 with A*2^J >= A + W (sum saturating); 0 if A = 0 or W = 0."""
+    if a == 0 or w == 0:
+        return 0
+    s = min(a + w, MAX_U256)
+    j = 1
+    while (a << j) <= MAX_U256 and (a << j) < s:
+        j += 1
+    return j
+
+
+def fly_draw_count(j: int, lam: int) -> int:
+    """m = ceil(J * lambda * 693147181 / 10^9)."""
+    return -(-(j * lam * 693147181) // 10**9)
+
+
+def fly_draw_position(seed: bytes, i: int, a: int, w: int) -> int | None:
+    j_count = fly_levels(a, w)
+    if j_count == 0:
+        return None
+    s = min(a + w, MAX_U256)
+    x = XOF(CTX_FLY_DRAW, seed + le64(i), 96)
+    j = int.from_bytes(x[:32], "big") % j_count
+    lo = a << j
+    hi = a << (j + 1)
+    if hi > MAX_U256 or hi >= s:
+        hi = s
+    d = lo + int.from_bytes(x[32:], "big") % (hi - lo)
+    return s - 1 - d
+
+
+def fly_sample_heights(seed: bytes, boundary: int, a: int, draws: int, cum: list[int]) -> list[int]:
+    if boundary == 0:
+        return []
+    w = cum[boundary - 1]
+    out = set()
+    for i in range(draws):
+        r = fly_draw_position(seed, i, a, w)
+        if r is None:
+            break
+        out.add(next(h for h in range(boundary) if cum[h] > r))
+    return sorted(out)
+
+
+def check_flyclient_file(path: Path, ck) -> None:
+    v = json.loads(path.read_text())
+    cum = [int(c) for c in v["cumulative"]]
+    for c in v["draw_cases"]:
+        a, w, seed = int(c["checked"]), int(c["below"]), bytes.fromhex(c["seed"])
+        j = fly_levels(a, w)
+        ck.eq(f"flyclient {c['name']}: levels", j, c["levels"])
+        ck.eq(f"flyclient {c['name']}: draws", fly_draw_count(j, c["security_bits"]), c["draws"])
+        got = [fly_draw_position(seed, i, a, w) for i in range(12)]
+        ck.eq(f"flyclient {c['name']}: positions", [str(p) for p in got if p is not None], c["positions"])
+    for k, c in enumerate(v["sample_cases"]):
+        b, a = c["boundary"], int(c["checked"])
+        ck.eq(f"flyclient sample {k}: checked work", a, cum[-1] - cum[b - 1])
+        ck.eq(f"flyclient sample {k}: draws", fly_draw_count(fly_levels(a, cum[b - 1]), 50), c["draws"])
+        ck.eq(f"flyclient sample {k}: heights",
+              fly_sample_heights(bytes.fromhex(c["seed"]), b, a, c["draws"], cum), c["heights"])
+    # The security claim behind the rule: every interval [x, 2x) of distances in
+    # [A, A+W) gets probability >= 1/J (exactly 1/J below the top level).
+    a, w = 100, 99_901
+    j = fly_levels(a, w)
+    for x in (100, 137, 400, 1000, 33_333, 50_000):
+        mass = fly_interval_mass(a, w, x, 2 * x)
+        ck.true(f"flyclient [x,2x) mass >= 1/J at x={x}", mass * j >= 1 - 1e-12)
+    ck.eq("flyclient 100k steady: J, draws", (j, fly_draw_count(j, 50)), (10, 347))
+
+
+def fly_interval_mass(a: int, w: int, x0: int, x1: int) -> float:
+    """Probability that a draw's distance d lies in [x0, min(x1, A+W))."""
+    j_count, s = fly_levels(a, w), a + w
+    total = 0.0
+    for j in range(j_count):
+        lo, hi = a << j, min(a << (j + 1), s)
+        ov = max(0, min(hi, x1, s) - max(lo, x0))
+        total += ov / (hi - lo) / j_count
+    return total
+
+
 def main(argv):
     if argv[1:2] == ["--serve"]:
         serve(sys.stdin, sys.stdout)
@@ -1068,6 +1154,11 @@ def main(argv):
     t0 = time.perf_counter()
     self_checks(ck)
     print(f"self-checks: {ck.passed} passed, {ck.failed} failed ({time.perf_counter() - t0:.1f} s)")
+    fly = here / "flyclient.json"
+    if fly.exists():
+        p0, f0 = ck.passed, ck.failed
+        check_flyclient_file(fly, ck)
+        print(f"{fly.name}: {ck.passed - p0} checks passed, {ck.failed - f0} failed")
     for f in files:
         t1 = time.perf_counter()
         p0, f0 = ck.passed, ck.failed

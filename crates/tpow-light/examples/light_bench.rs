@@ -57,7 +57,7 @@ mod native {
         let mut chain = FakeChain::new(&params);
         chain.grow(&params, headers, [1; 32]);
         eprintln!("mined {headers} devnet headers in {:.1} s", t.elapsed().as_secs_f64());
-        for (name, mode) in [("sampled (k=10)", SyncMode::default()), ("full", SyncMode::Full)] {
+        for (name, mode) in [("sampled (L=100, λ=50)", SyncMode::default()), ("full", SyncMode::Full)] {
             let net = FakeNet::new(vec![("http://node".into(), FakeNode::new(&params, chain.clone(), Lie::None))]);
             let cfg = Config { nodes: vec!["http://node".into()], params: params.clone(), mode, checkpoint: None };
             let client = Client::new(cfg, net, None).expect("config");
@@ -71,23 +71,25 @@ mod native {
                 client.stats().requests
             );
         }
-        // Passes a sampled sync needs for longer chains: k + distinct samples, with
-        // work per header constant (a devnet at its steady target) or doubling (a
-        // chain whose difficulty rose 1000-fold).
+        // Passes a sampled sync needs for longer chains (L = 100, λ = 50): L + the
+        // distinct headers hit by the draws, with work per header constant (a devnet
+        // at its steady target) or rising linearly 1,000-fold.
         for n in [10_000u64, 100_000, 1_000_000] {
-            let boundary = n + 1 - 10;
-            let m = tpow_light::flyclient::default_samples(boundary) as usize;
-            let flat = tpow_core::flyclient::sample_heights(&[7; 32], boundary, m, |h| U256::from(h + 1)).len();
-            let rising = tpow_core::flyclient::sample_heights(&[7; 32], boundary, m, |h| {
-                // Cumulative work when each header's work rises linearly from 1 to 1,000.
-                U256::from((h + 1) + 999 * (h + 1) * (h + 1) / (2 * boundary))
-            })
-            .len();
-            println!(
-                "| sampled sync of {n} headers: forward passes | {} (flat work), {} (rising work) | 10 last + distinct of {m} draws; goal <= 1,000 |",
-                10 + flat,
-                10 + rising
-            );
+            let last = 100u64;
+            let boundary = n + 1 - last;
+            for (shape, cum) in [
+                ("flat work", Box::new(|h: u64| U256::from(h + 1)) as Box<dyn Fn(u64) -> U256>),
+                ("rising work", Box::new(move |h: u64| U256::from((h + 1) + 999 * (h + 1) * (h + 1) / (2 * n)))),
+            ] {
+                let below = cum(boundary - 1);
+                let checked = cum(n) - below;
+                let m = tpow_light::flyclient::draws_for(&checked, &below, 50);
+                let hit = tpow_core::flyclient::sample_heights(&[7; 32], boundary, &checked, m, &cum).len();
+                println!(
+                    "| sampled sync of {n} headers ({shape}): forward passes | {} | {last} last + distinct of {m} draws |",
+                    last as usize + hit
+                );
+            }
         }
     }
 }

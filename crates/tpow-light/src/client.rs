@@ -14,7 +14,7 @@ use tpow_core::chain::{check_child, check_detached, genesis_header, mmr_leaf, Ch
 use tpow_core::{BlockId, ChainParams, Header, HeaderError, U256};
 
 use crate::error::{fault, LightError, NodeFault};
-use crate::flyclient::{check_sample_cover, default_samples, peaks_from_proof, work_before};
+use crate::flyclient::{check_sample_cover, draws_for, estimated_passes, peaks_from_proof, work_before};
 use crate::nodes::{try_order, NodeState, NodeStatus};
 use crate::verify::LightChain;
 use crate::wire::{self, TipClaim};
@@ -47,6 +47,10 @@ pub trait Platform {
     fn unix_ms(&self) -> u64;
     /// A monotonic clock in milliseconds (for timing passes).
     fn monotonic_ms(&self) -> f64;
+    /// 32 fresh random bytes for a FlyClient request, unpredictable to the nodes
+    /// (the browser's `crypto.getRandomValues`). The sample's security rests on the
+    /// node not knowing them before it has committed to its tip.
+    fn random_seed(&self) -> Result<[u8; 32], String>;
 }
 
 /// How much of the chain a sync verifies.
@@ -55,19 +59,21 @@ pub enum SyncMode {
     /// Every header from genesis: linkage, time, ASERT, MMR root, pow hash and
     /// forward pass.
     Full,
-    /// The last `last` headers fully, plus a FlyClient sample of older ones
-    /// (`samples`, default [`default_samples`]), each with its MMR proof and pass.
+    /// The last `last` headers fully, plus a FlyClient sample of older ones drawn
+    /// from the client's own randomness, as many draws as security level
+    /// `security_bits` needs (docs/PROTOCOL.md §16), each with its MMR proof and pass.
     Sampled {
-        /// Newest headers checked fully (1..=100).
+        /// Newest headers checked fully (1..=100; default 100, as CKB RFC 0044).
         last: u64,
-        /// Samples below them (0..=200); `None` for the default.
-        samples: Option<u64>,
+        /// λ: a chain forged by a minority (c = 1/2) escapes with probability at
+        /// most `2^−λ` (1..=128; default 50).
+        security_bits: u32,
     },
 }
 
 impl Default for SyncMode {
     fn default() -> Self {
-        SyncMode::Sampled { last: 10, samples: None }
+        SyncMode::Sampled { last: 100, security_bits: tpow_core::flyclient::DEFAULT_SECURITY_BITS }
     }
 }
 
@@ -100,12 +106,13 @@ impl Config {
         if self.nodes.is_empty() {
             return Err(LightError::Config("no node URLs".into()));
         }
-        if let SyncMode::Sampled { last, samples } = self.mode {
+        if let SyncMode::Sampled { last, security_bits } = self.mode {
             if last == 0 || last > wire::MAX_FLY_LAST {
                 return Err(LightError::Config(format!("last must be in 1..={}", wire::MAX_FLY_LAST)));
             }
-            if samples.is_some_and(|s| s > wire::MAX_FLY_SAMPLES) {
-                return Err(LightError::Config(format!("samples must be at most {}", wire::MAX_FLY_SAMPLES)));
+            let max = tpow_core::flyclient::MAX_SECURITY_BITS;
+            if security_bits == 0 || security_bits > max {
+                return Err(LightError::Config(format!("security bits must be in 1..={max}")));
             }
         }
         self.params.model.validate().map_err(|e| LightError::Config(e.to_string()))
@@ -528,24 +535,32 @@ impl<P: Platform> Client<P> {
         Ok(None)
     }
 
-    /// FlyClient sync to the node's header at `tip`: the last k headers linked
-    /// and fully checked, the older part through the work-weighted sample.
+    /// FlyClient sync to the node's announced tip `claim`: the last k headers
+    /// linked and fully checked, the older part through a sample drawn from a seed
+    /// this client chooses *after* the node committed to the tip id, so the node
+    /// can neither pick nor re-roll the draws (docs/PROTOCOL.md §16).
     async fn verify_sampled(
         &self,
         node: &str,
-        tip: u64,
+        claim: &TipClaim,
         last: u64,
-        samples: Option<u64>,
+        security_bits: u32,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<LightChain, LightError> {
         let params = self.config.params.clone();
         let nf = |f: NodeFault| fault(node, f);
+        let tip = claim.height;
         let last = last.min(tip).max(1);
         let anchor = tip + 1 - last;
-        let samples = samples.unwrap_or_else(|| default_samples(anchor));
-        let path = format!("/api/flyclient?tip={tip}&last={last}&samples={samples}");
-        let body = self.fetch(node, &path, wire::MAX_FLY_BYTES).await?;
-        let fly = wire::parse_flyclient(&body, tip, last, samples).map_err(nf)?;
+        let seed = self.platform.random_seed().map_err(|e| LightError::Engine(format!("randomness: {e}")))?;
+        let path = format!("/api/flyclient?tip={tip}&last={last}&seed={}&security={security_bits}", hex::encode(seed));
+        let body = self.fetch(node, &path, wire::max_fly_bytes(tip)).await?;
+        let fly = wire::parse_flyclient(&body, tip, last).map_err(nf)?;
+        // The answer must be about the tip the node announced before it saw the
+        // seed: answering for another tip would let it choose among prepared forks.
+        if fly.tip_id != claim.id {
+            return Err(nf(NodeFault::Mismatch { height: tip, what: "sample answered for another tip id".into() }));
+        }
         progress(&Progress { phase: "flyclient", node: node.into(), done: 0, total: 0, height: Some(tip) });
         for (i, h) in fly.last.iter().enumerate() {
             if h.height != anchor + i as u64 {
@@ -585,6 +600,9 @@ impl<P: Platform> Client<P> {
             self.check_checkpoint(node, &e.header, &e.id)?;
         }
         let tip_entry = entries.last().expect("not empty");
+        if tip_entry.id != claim.id {
+            return Err(nf(NodeFault::Mismatch { height: tip, what: "last headers end at another tip id".into() }));
+        }
         let tip_root = tip_entry.header.mmr_root;
 
         // The samples: ascending heights below the anchor, increasing timestamps,
@@ -638,8 +656,19 @@ impl<P: Platform> Client<P> {
                 return Err(nf(NodeFault::Header { height: f.height, error }));
             }
         }
-        check_sample_cover(&tip_entry.id, samples, &below.total_work(), &intervals)
-            .map_err(|e| nf(NodeFault::Sample(e)))?;
+        // The draws: work `checked` of the last k (verified above, linked to the
+        // proven MMR below them) and work `below_work` under them fix the levels and
+        // so the draw count; the node must have made exactly those draws.
+        let below_work = below.total_work();
+        let checked = tip_entry.total_work.saturating_sub(below_work);
+        let draws = draws_for(&checked, &below_work, security_bits);
+        if draws > wire::MAX_FLY_DRAWS {
+            return Err(nf(NodeFault::Sample(format!("{draws} draws needed, more than {}", wire::MAX_FLY_DRAWS))));
+        }
+        if fly.draws != draws {
+            return Err(nf(NodeFault::Sample(format!("{} draws made, {draws} needed", fly.draws))));
+        }
+        check_sample_cover(&seed, draws, &checked, &below_work, &intervals).map_err(|e| nf(NodeFault::Sample(e)))?;
         if let Some(cp) = self.config.checkpoint {
             if cp.height < anchor && !fly.sampled.iter().any(|s| s.header.height == cp.height) {
                 self.prove_checkpoint(node, cp, tip, &tip_root).await?;
@@ -689,8 +718,8 @@ impl<P: Platform> Client<P> {
                         .ok_or_else(|| fault(node, NodeFault::WrongChain("genesis".into())))?
                 }
             },
-            SyncMode::Sampled { last, samples } => {
-                let budget = last + samples.unwrap_or_else(|| default_samples(claim.height));
+            SyncMode::Sampled { last, security_bits } => {
+                let budget = estimated_passes(claim.height, last, security_bits);
                 let linear = if gap <= budget || claim.height <= budget {
                     let base = if gap <= budget { current } else { LightChain::genesis(self.config.params.clone())? };
                     self.verify_linear(node, base, claim.height, progress).await?
@@ -700,7 +729,7 @@ impl<P: Platform> Client<P> {
                 match linear {
                     Some(c) => c,
                     None if claim.height == 0 => LightChain::genesis(self.config.params.clone())?,
-                    None => self.verify_sampled(node, claim.height, last, samples, progress).await?,
+                    None => self.verify_sampled(node, claim, last, security_bits, progress).await?,
                 }
             }
         };

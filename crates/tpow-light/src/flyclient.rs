@@ -1,33 +1,37 @@
-//! FlyClient verification: how many headers to sample, and the checks that make a
+//! FlyClient verification: how many draws to make, and the checks that make a
 //! node's sample trustworthy without trusting the node.
 //!
-//! The node draws the sample (`tpow_core::flyclient::sample_heights`) from the tip
-//! id, in proportion to cumulative work. The client cannot run that search itself
-//! (it does not know the work at every height), but it can check the answer: each
-//! sample's MMR proof against the tip's root fixes the exact work *before* the
-//! sampled header (the left siblings and left peaks of its path, whose work values
-//! the root commits to), so the client recomputes every draw `r_i` and checks that
-//! exactly one returned header's work interval `[before, before + work)` holds it.
-//! A node can therefore neither drop an inconvenient sample nor substitute another.
+//! The client chooses the randomness: a fresh 32-byte seed per request, sent after
+//! the node has committed to its tip (the announced id fixes the tip header, whose
+//! `mmr_root` fixes every header and every cumulative work below it). The node maps
+//! the draws (`tpow_core::flyclient::draw_position`) to heights by binary search
+//! over cumulative work. The client cannot run that search itself (it does not
+//! know the work at every height), but it can check the answer: each sample's MMR
+//! proof against the tip's root fixes the exact work *before* the sampled header
+//! (the left siblings and left peaks of its path, whose work values the root
+//! commits to), so the client recomputes every draw and checks that exactly one
+//! returned header's work interval `[before, before + work)` holds it. A node can
+//! therefore neither drop an inconvenient sample nor substitute another, and,
+//! since the seed arrives after its commitment, not re-roll the sample either.
 
-use tpow_core::flyclient::CTX_SAMPLE;
+use tpow_core::flyclient::{draw_count, draw_position, levels};
 use tpow_core::mmr::{MmrNode, MmrPeaks, MmrProof};
-use tpow_core::{BlockId, U256};
+use tpow_core::U256;
 
-/// How many samples the client asks for below the last `k` headers of a chain
-/// whose sampled range has `boundary` headers: 10 per doubling of the chain,
-/// capped at the node's limit of 200. 100,000 headers give 170 samples.
-pub fn default_samples(boundary: u64) -> u64 {
-    let bits = 64 - u64::leading_zeros(boundary.max(1)) as u64;
-    (10 * bits).min(crate::wire::MAX_FLY_SAMPLES)
+/// Draws the client needs for security `security_bits` when the last `L` headers
+/// hold work `checked` and the headers below them `below` (the rule of
+/// `tpow_core::flyclient::draw_count`).
+pub fn draws_for(checked: &U256, below: &U256, security_bits: u32) -> u64 {
+    draw_count(levels(checked, below), security_bits)
 }
 
-/// The `i`-th sampling draw in `[0, total)`, as the node computes it.
-pub fn draw(seed: &BlockId, i: u64, total: &U256) -> U256 {
-    let mut h = tpow_core::hash::hasher(CTX_SAMPLE);
-    h.update(seed);
-    h.update(&i.to_le_bytes());
-    U256::from_be_bytes(*h.finalize().as_bytes()) % *total
+/// An estimate of the passes a sampled sync to `height` costs with `last` headers
+/// checked fully, assuming steady difficulty (used only to choose between a linear
+/// catch-up and a sampled sync; the real count comes from the verified work).
+pub fn estimated_passes(height: u64, last: u64, security_bits: u32) -> u64 {
+    let last = last.clamp(1, height.max(1));
+    let below = height.saturating_sub(last) + 1;
+    last + draws_for(&U256::from(last), &U256::from(below), security_bits)
 }
 
 /// Where leaf `index` of an MMR with `leaf_count` leaves sits: (mountain index,
@@ -103,15 +107,21 @@ pub fn peaks_from_proof(
 }
 
 /// Checks that `intervals` (per returned sample, sorted by height: work before it
-/// and its own work) are exactly the headers hit by the draws `0..count` over
-/// `total`. Returns a description of the first discrepancy.
-pub fn check_sample_cover(seed: &BlockId, count: u64, total: &U256, intervals: &[(U256, U256)]) -> Result<(), String> {
-    if total.is_zero() {
-        return if intervals.is_empty() { Ok(()) } else { Err("samples returned for an empty range".into()) };
-    }
+/// and its own work) are exactly the headers hit by the client's draws `0..draws`
+/// for `seed` over the work `below` the last headers, whose own work is `checked`.
+/// Returns a description of the first discrepancy.
+pub fn check_sample_cover(
+    seed: &[u8; 32],
+    draws: u64,
+    checked: &U256,
+    below: &U256,
+    intervals: &[(U256, U256)],
+) -> Result<(), String> {
     let mut hit = vec![false; intervals.len()];
-    for i in 0..count {
-        let r = draw(seed, i, total);
+    for i in 0..draws {
+        let Some(r) = draw_position(seed, i, checked, below) else {
+            return if intervals.is_empty() { Ok(()) } else { Err("samples returned for an empty range".into()) };
+        };
         // Intervals are sorted and disjoint: the first whose end exceeds r.
         let at = intervals.partition_point(|(before, work)| before.saturating_add(*work) <= r);
         match intervals.get(at) {
@@ -169,19 +179,23 @@ mod tests {
             cum.push(acc);
         }
         let seed = [42u8; 32];
-        let heights = tpow_core::flyclient::sample_heights(&seed, 300, 40, |h| U256::from(cum[h as usize]));
+        let checked = U256::from(30u8);
+        let heights = tpow_core::flyclient::sample_heights(&seed, 300, &checked, 40, |h| U256::from(cum[h as usize]));
         let interval = |h: u64| (U256::from(cum[h as usize] - works[h as usize]), U256::from(works[h as usize]));
         let total = U256::from(cum[299]);
         let good: Vec<_> = heights.iter().map(|&h| interval(h)).collect();
-        assert_eq!(check_sample_cover(&seed, 40, &total, &good), Ok(()));
+        assert_eq!(check_sample_cover(&seed, 40, &checked, &total, &good), Ok(()));
         let mut dropped = good.clone();
         dropped.remove(3);
-        assert!(check_sample_cover(&seed, 40, &total, &dropped).is_err());
+        assert!(check_sample_cover(&seed, 40, &checked, &total, &dropped).is_err());
         let mut swapped = good.clone();
         let other = (0..300).find(|h| !heights.contains(h)).expect("an unsampled height");
         swapped[0] = interval(other);
         swapped.sort();
-        assert!(check_sample_cover(&seed, 40, &total, &swapped).is_err());
-        assert!(default_samples(100_000) <= 200 && default_samples(100_000) >= 100);
+        assert!(check_sample_cover(&seed, 40, &checked, &total, &swapped).is_err());
+        // Another seed (the node re-rolling) does not fit the same answer.
+        assert!(check_sample_cover(&[43; 32], 40, &checked, &total, &good).is_err());
+        // 100,000 headers at steady difficulty, L = 100, λ = 50: J = 10, 347 draws.
+        assert_eq!(estimated_passes(100_000, 100, 50), 100 + 347);
     }
 }

@@ -122,6 +122,50 @@ impl FakeChain {
         c
     }
 
+    /// Appends `n` headers whose output digests are made up: valid bits, MMR root,
+    /// timestamps and a pow hash ground with BLAKE3 alone (no forward pass), so
+    /// they pass every check but the pass. This is what a forger pays nearly
+    /// nothing for: the digest is not examined until a pass is run on the header.
+    pub fn grow_forged(&mut self, params: &ChainParams, n: usize) {
+        let floor = now_ms().saturating_sub(600_000);
+        let mut entries = Vec::with_capacity(n);
+        let mut p = self.tip.clone();
+        for i in 0..n {
+            let mut h = Header {
+                version: 1,
+                height: p.header.height + 1,
+                prev_id: p.id,
+                timestamp_ms: if i == 0 { (p.header.timestamp_ms + 1).max(floor) } else { p.header.timestamp_ms + 1 },
+                bits: next_bits(params, &p.header).expect("valid params"),
+                body_root: [0; 32],
+                mmr_root: p.mmr.root(),
+                miner_key: [0xF0; 32],
+                nonce: 0,
+                output_digest: [0xAB; 32],
+            };
+            while check_pow_hash(&h).is_err() {
+                h.nonce += 1;
+            }
+            let target = h.bits.to_target().unwrap_or(params.asert.max_target);
+            let e = p.child(h, target);
+            entries.push(e.clone());
+            p = e;
+        }
+        self.push(&entries);
+    }
+
+    /// The forged-suffix attack on `honest`: fork at `depth` headers below its tip,
+    /// put `depth` headers with made-up digests there ([`FakeChain::grow_forged`]),
+    /// and mine `last + 1` real headers on top, so the forged chain claims more
+    /// work than `honest` and its newest `last` headers (the ones a client checks
+    /// fully) are all genuine.
+    pub fn forged_suffix(params: &ChainParams, honest: &FakeChain, depth: u64, last: u64) -> Self {
+        let mut c = honest.truncated(params, honest.height().saturating_sub(depth));
+        c.grow_forged(params, depth as usize);
+        c.grow(params, last as usize + 1, [0xF1; 32]);
+        c
+    }
+
     /// Tip height.
     pub fn height(&self) -> u64 {
         self.headers.len() as u64 - 1
@@ -189,6 +233,7 @@ impl FakeNode {
             .filter_map(|kv| kv.split_once('='))
             .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
             .collect();
+        let seed = query.split('&').find_map(|kv| kv.strip_prefix("seed="));
         let tip = self.chain.height();
         match route {
             "/api/chain" => {
@@ -243,10 +288,19 @@ impl FakeNode {
             "/api/flyclient" => {
                 let at = q.get("tip").copied().unwrap_or(tip).min(tip);
                 let last = q.get("last").copied().unwrap_or(10).clamp(1, at + 1);
-                let samples = q.get("samples").copied().unwrap_or(20) as usize;
+                let security = q.get("security").copied().unwrap_or(50) as u32;
+                let mut seed_bytes = [0u8; 32];
+                hex::decode_to_slice(seed.ok_or("400 missing seed")?, &mut seed_bytes)
+                    .map_err(|e| format!("400 seed: {e}"))?;
                 let first_last = at + 1 - last;
                 let tip_id = self.header(at).id();
-                let mut heights = tpow_core::flyclient::sample_heights(&tip_id, first_last, samples, |h| {
+                let below = if first_last == 0 { U256::ZERO } else { self.chain.total_work[first_last as usize - 1] };
+                let checked = self.chain.total_work[at as usize] - below;
+                let draws = tpow_core::flyclient::draw_count(tpow_core::flyclient::levels(&checked, &below), security);
+                if draws > tpow_core::flyclient::MAX_DRAWS {
+                    return Err("400 too many draws".into());
+                }
+                let mut heights = tpow_core::flyclient::sample_heights(&seed_bytes, first_last, &checked, draws, |h| {
                     self.chain.total_work.get(h as usize).copied().unwrap_or_default()
                 });
                 if self.lie == Lie::DropSample && !heights.is_empty() {
@@ -268,7 +322,7 @@ impl FakeNode {
                 let last: Vec<String> =
                     (first_last..=at).map(|h| format!("\"{}\"", hex::encode(self.header(h).encode()))).collect();
                 let body = format!(
-                    r#"{{"tip":{at},"tip_id":"{}","total_work":"{}","mmr_root":"{}","last":[{}],"sampled":[{}]}}"#,
+                    r#"{{"tip":{at},"tip_id":"{}","total_work":"{}","mmr_root":"{}","draws":{draws},"last":[{}],"sampled":[{}]}}"#,
                     hex::encode(tip_id),
                     self.chain.total_work[at as usize],
                     hex::encode(self.header(at).mmr_root),
@@ -312,6 +366,7 @@ pub struct FakeNet {
     cache: RefCell<ModelCache>,
     start: Instant,
     now_ms: Cell<u64>,
+    seed: Cell<([u8; 32], u64)>,
     /// Requests served, per node URL.
     pub requests: RefCell<HashMap<String, u64>>,
 }
@@ -324,6 +379,7 @@ impl FakeNet {
             cache: RefCell::new(ModelCache::new()),
             start: Instant::now(),
             now_ms: Cell::new(now_ms()),
+            seed: Cell::new(([0x5E; 32], 0)),
             requests: RefCell::new(HashMap::new()),
         }
     }
@@ -333,6 +389,13 @@ impl FakeNet {
         if let Some(n) = self.nodes.get_mut(url) {
             n.chain = chain;
         }
+    }
+
+    /// Makes the client's randomness reproducible: its FlyClient seeds become
+    /// `H("tpow testkit client seed", base ‖ LE64(counter))` for counter 0, 1, …
+    pub fn with_seed(self, base: [u8; 32]) -> Self {
+        self.seed.set((base, 0));
+        self
     }
 
     /// A node.
@@ -358,5 +421,11 @@ impl Platform for FakeNet {
 
     fn monotonic_ms(&self) -> f64 {
         self.start.elapsed().as_secs_f64() * 1e3
+    }
+
+    fn random_seed(&self) -> Result<[u8; 32], String> {
+        let (base, n) = self.seed.get();
+        self.seed.set((base, n + 1));
+        Ok(tpow_core::hash::hash_parts("tpow testkit client seed", &[&base, &n.to_le_bytes()]))
     }
 }

@@ -22,12 +22,19 @@ pub const MAX_HEADERS_BYTES: usize = MAX_HEADERS_PER_REQUEST as usize * HEADER_L
 pub const MAX_PROOF_BYTES: usize = 4 * 1024 + 2 * (MmrProof::MAX_ENCODED_LEN + 2 * HEADER_LEN);
 /// Most `last` headers the client asks `/api/flyclient` for (the node's cap).
 pub const MAX_FLY_LAST: u64 = 100;
-/// Most samples the client asks `/api/flyclient` for (the node's cap).
-pub const MAX_FLY_SAMPLES: u64 = 200;
-/// Most bytes accepted for one `/api/flyclient` response.
-pub const MAX_FLY_BYTES: usize = 4 * 1024
-    + MAX_FLY_LAST as usize * (2 * HEADER_LEN + 4)
-    + MAX_FLY_SAMPLES as usize * (2 * (HEADER_LEN + MmrProof::MAX_ENCODED_LEN) + 256);
+/// Most draws (so most samples) one `/api/flyclient` answer may hold (the node's cap).
+pub const MAX_FLY_DRAWS: u64 = tpow_core::flyclient::MAX_DRAWS;
+
+/// Most bytes accepted for one `/api/flyclient` answer at tip height `tip`: the
+/// JSON frame, `MAX_FLY_LAST` hex headers and `MAX_FLY_DRAWS` samples, each a hex
+/// header and a hex proof no longer than a proof in an MMR of `tip` leaves can be
+/// (18 bytes plus at most `2·bitlen(tip)` nodes of 64 bytes). 100,000 headers:
+/// about 10 MB; an honest answer with λ = 50 is about a fifth of that.
+pub fn max_fly_bytes(tip: u64) -> usize {
+    let bits = (64 - tip.max(1).leading_zeros()) as usize;
+    let proof = (18 + 128 * bits).min(MmrProof::MAX_ENCODED_LEN);
+    4 * 1024 + MAX_FLY_LAST as usize * (2 * HEADER_LEN + 4) + MAX_FLY_DRAWS as usize * (2 * (HEADER_LEN + proof) + 256)
+}
 
 /// A node's announced best tip (`/api/tip`, WebSocket messages). Claims only: the
 /// client verifies before it believes any of it.
@@ -56,6 +63,8 @@ pub struct FlySample {
 /// A decoded `/api/flyclient` response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlyResponse {
+    /// Draws the node made (the client checks this against its own rule).
+    pub draws: u64,
     /// Tip height.
     pub tip: u64,
     /// Claimed tip id.
@@ -203,16 +212,17 @@ struct SampleJson {
 #[derive(Deserialize)]
 struct FlyJson {
     tip: u64,
+    draws: u64,
     tip_id: String,
     total_work: String,
     last: Vec<String>,
     sampled: Vec<SampleJson>,
 }
 
-/// Parses `/api/flyclient?tip=TIP&last=LAST&samples=SAMPLES`, checking the counts
-/// against the request.
-pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64, samples: u64) -> Result<FlyResponse, NodeFault> {
-    check_len(bytes, MAX_FLY_BYTES)?;
+/// Parses `/api/flyclient?tip=TIP&last=LAST&seed=SEED&security=BITS`, checking the
+/// counts against the request and the caps.
+pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64) -> Result<FlyResponse, NodeFault> {
+    check_len(bytes, max_fly_bytes(tip))?;
     let j: FlyJson = serde_json::from_slice(bytes).map_err(malformed)?;
     if j.tip != tip {
         return Err(NodeFault::Mismatch { height: tip, what: format!("flyclient answered for tip {}", j.tip) });
@@ -221,8 +231,12 @@ pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64, samples: u64) -> Resul
     if j.last.len() as u64 != expected_last {
         return Err(NodeFault::Count(format!("{} last headers, asked for {expected_last}", j.last.len())));
     }
-    if j.sampled.len() as u64 > samples {
-        return Err(NodeFault::Count(format!("{} samples, asked for at most {samples}", j.sampled.len())));
+    if j.draws > MAX_FLY_DRAWS || j.sampled.len() as u64 > j.draws {
+        return Err(NodeFault::Count(format!(
+            "{} samples from {} draws, at most {MAX_FLY_DRAWS} allowed",
+            j.sampled.len(),
+            j.draws
+        )));
     }
     let last = j.last.iter().enumerate().map(|(i, s)| header_hex(s, i)).collect::<Result<Vec<_>, _>>()?;
     let mut sampled = Vec::with_capacity(j.sampled.len());
@@ -241,6 +255,7 @@ pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64, samples: u64) -> Resul
         });
     }
     Ok(FlyResponse {
+        draws: j.draws,
         tip: j.tip,
         tip_id: hex_array(&j.tip_id, "tip_id")?,
         total_work: decimal_u256(&j.total_work, "total_work")?,

@@ -37,29 +37,39 @@ pub enum AttackKind {
     /// meet the target over made-up digests: every cheap check passes and the
     /// branch claims more work than the node's chain.
     ForgedBatch,
+    /// Nothing: connect and hold the connection (run many rounds with
+    /// `--parallel` to try to fill the node's inbound slots).
+    Occupy,
 }
 
 /// Headers in a forged sync answer.
 const FORGED_BATCH_LEN: usize = 40;
 
-/// Runs `rounds` rounds against `peer` (see the module docs). Returns how many
-/// rounds ended with the node disconnecting (or refusing) the attacker.
+/// Runs `rounds` rounds against `peer` (see the module docs), one after the
+/// other or all at once (`parallel`). Returns how many rounds ended with the node
+/// disconnecting (or refusing) the attacker.
 pub async fn run(
     peer: Multiaddr,
     params: &ChainParams,
     kind: AttackKind,
     rounds: u32,
     per_round: Duration,
+    parallel: bool,
 ) -> Result<u32> {
-    let mut disconnected = 0;
-    for round in 0..rounds {
-        let outcome = one_round(&peer, params, kind, per_round).await?;
-        println!("round {round}: {outcome:?}");
-        if outcome != Outcome::StillConnected {
-            disconnected += 1;
+    let outcomes: Vec<Outcome> = if parallel {
+        let all = (0..rounds).map(|_| one_round(&peer, params, kind, per_round));
+        futures::future::join_all(all).await.into_iter().collect::<Result<_>>()?
+    } else {
+        let mut v = Vec::new();
+        for _ in 0..rounds {
+            v.push(one_round(&peer, params, kind, per_round).await?);
         }
+        v
+    };
+    for (round, outcome) in outcomes.iter().enumerate() {
+        println!("round {round}: {outcome:?}");
     }
-    Ok(disconnected)
+    Ok(outcomes.iter().filter(|o| **o != Outcome::StillConnected).count() as u32)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -149,8 +159,8 @@ async fn one_round(peer: &Multiaddr, params: &ChainParams, kind: AttackKind, dur
                             .context("genesis template")?;
                         wire::encode_block(&grind(template, nonce), &body)
                     }
-                    // Sync answers are the attack; gossip nothing.
-                    AttackKind::ForgedBatch => continue,
+                    // Sync answers are the attack, or holding the slot is.
+                    AttackKind::ForgedBatch | AttackKind::Occupy => continue,
                 };
                 let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data);
             }

@@ -37,8 +37,12 @@ use crate::shares::{ShareDesk, ShareError};
 pub const MAX_HEADERS: u64 = 2_000;
 /// Most newest headers in a FlyClient answer.
 pub const MAX_FLY_LAST: u64 = 100;
-/// Most sampled headers in a FlyClient answer.
+/// Most uniform draws of a legacy (unseeded, deprecated) FlyClient request.
 pub const MAX_FLY_SAMPLES: usize = 200;
+/// Most draws of a seeded FlyClient request (the light client's cap too).
+pub const MAX_FLY_DRAWS: u64 = tpow_core::flyclient::MAX_DRAWS;
+/// Largest security level a seeded FlyClient request may ask for.
+pub const MAX_FLY_SECURITY_BITS: u32 = tpow_core::flyclient::MAX_SECURITY_BITS;
 /// Open HTTP connections allowed from one IP address (WebSockets included).
 pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Open HTTP connections allowed in all.
@@ -412,16 +416,39 @@ async fn flyclient(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value
         None => s.chain.tip().borrow().height,
     };
     let last = parse_u64(&q, "last")?.unwrap_or(10);
-    let samples = parse_u64(&q, "samples")?.unwrap_or(20);
     if last == 0 || last > MAX_FLY_LAST {
         return Err(ApiError::bad(format!("`last` must be in 1..={MAX_FLY_LAST}")));
     }
-    if samples > MAX_FLY_SAMPLES as u64 {
-        return Err(ApiError::bad(format!("`samples` must be at most {MAX_FLY_SAMPLES}")));
+    // Seeded (the client's randomness, PROTOCOL.md §16) unless no seed is given:
+    // then the deprecated tip-seeded sample of `samples` uniform draws.
+    let request = match q.get("seed") {
+        Some(hex_seed) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(hex_seed, &mut seed).map_err(|_| ApiError::bad("`seed` must be 64 hex digits"))?;
+            let security = parse_u64(&q, "security")?.unwrap_or(u64::from(tpow_core::flyclient::DEFAULT_SECURITY_BITS));
+            if security == 0 || security > u64::from(MAX_FLY_SECURITY_BITS) {
+                return Err(ApiError::bad(format!("`security` must be in 1..={MAX_FLY_SECURITY_BITS}")));
+            }
+            crate::service::FlyRequest::Seeded { seed, security_bits: security as u32 }
+        }
+        None => {
+            let samples = parse_u64(&q, "samples")?.unwrap_or(20);
+            if samples > MAX_FLY_SAMPLES as u64 {
+                return Err(ApiError::bad(format!("`samples` must be at most {MAX_FLY_SAMPLES}")));
+            }
+            crate::service::FlyRequest::Legacy { samples: samples as usize }
+        }
+    };
+    let d = s.chain.flyclient(tip, last, request).await??;
+    if d.draws > MAX_FLY_DRAWS {
+        return Err(ApiError::bad(format!(
+            "this chain needs {} draws at that security level, more than {MAX_FLY_DRAWS}",
+            d.draws
+        )));
     }
-    let d = s.chain.flyclient(tip, last, samples as usize).await??;
     Ok(Json(json!({
         "tip": tip,
+        "draws": d.draws,
         "tip_id": hex::encode(d.tip.0.id()),
         "total_work": d.tip.1.to_string(),
         "mmr_root": hex::encode(d.tip.0.mmr_root),

@@ -68,6 +68,9 @@ enum Command {
         /// Rounds, each with a fresh key.
         #[arg(long, default_value_t = 1)]
         rounds: u32,
+        /// Run the rounds at the same time instead of one after the other.
+        #[arg(long)]
+        parallel: bool,
         /// Devnet genesis time of the node.
         #[arg(long)]
         genesis_time_ms: u64,
@@ -177,11 +180,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => node::run(args),
         Command::Devnet(args) => devnet::run(args),
-        Command::Attack { peer, kind, rounds, genesis_time_ms, seconds } => {
+        Command::Attack { peer, kind, rounds, parallel, genesis_time_ms, seconds } => {
             let params = ChainParams::devnet().with_genesis_time(genesis_time_ms)?;
             let rt = tokio::runtime::Runtime::new().context("runtime")?;
             let per_round = std::time::Duration::from_secs(seconds);
-            let refused = rt.block_on(attack::run(peer, &params, kind, rounds, per_round))?;
+            let refused = rt.block_on(attack::run(peer, &params, kind, rounds, per_round, parallel))?;
             println!("{refused} of {rounds} rounds disconnected or refused by the peer");
             std::process::exit(if refused == rounds { 0 } else { 1 })
         }

@@ -81,21 +81,45 @@ pub enum Command {
         reply: oneshot::Sender<Result<(Header, Header, MmrProof), QueryError>>,
     },
     /// FlyClient data: the last `last` best-chain headers up to `tip`, and
-    /// `samples` older ones sampled by work with proofs against `tip`.
+    /// older ones sampled by work (docs/PROTOCOL.md §16) with proofs against `tip`.
     FlyClient {
         /// Committing height.
         tip: u64,
         /// How many of the newest headers to send whole.
         last: u64,
-        /// How many older headers to sample.
-        samples: usize,
+        /// Whose randomness draws the sample.
+        request: FlyRequest,
         /// The answer.
         reply: oneshot::Sender<Result<FlyData, QueryError>>,
     },
 }
 
+/// How a FlyClient sample is drawn.
+#[derive(Clone, Copy, Debug)]
+pub enum FlyRequest {
+    /// From the client's seed, as many draws as security level `security_bits`
+    /// needs for this chain's work (`tpow_core::flyclient`). The node cannot
+    /// choose or re-roll the sample.
+    Seeded {
+        /// The client's 32 random bytes.
+        seed: [u8; 32],
+        /// λ.
+        security_bits: u32,
+    },
+    /// Deprecated: `samples` uniform draws seeded by the tip id (grindable by
+    /// the tip's miner); kept for clients built before the seeded request.
+    Legacy {
+        /// Draws.
+        samples: usize,
+    },
+}
+
 /// Headers and proofs for a FlyClient answer.
 pub struct FlyData {
+    /// Draws made (for a seeded request: `draw_count(levels(A, W), λ)`). When it
+    /// exceeds `tpow_core::flyclient::MAX_DRAWS` nothing is sampled and the
+    /// handler refuses the request.
+    pub draws: u64,
     /// The committing header and its total work.
     pub tip: (Header, tpow_core::U256),
     /// The newest headers (ending with the tip), low to high.
@@ -177,8 +201,13 @@ impl ChainHandle {
     }
 
     /// FlyClient headers and proofs.
-    pub async fn flyclient(&self, tip: u64, last: u64, samples: usize) -> Result<Result<FlyData, QueryError>, Stopped> {
-        self.ask(|reply| Command::FlyClient { tip, last, samples, reply }).await
+    pub async fn flyclient(
+        &self,
+        tip: u64,
+        last: u64,
+        request: FlyRequest,
+    ) -> Result<Result<FlyData, QueryError>, Stopped> {
+        self.ask(|reply| Command::FlyClient { tip, last, request, reply }).await
     }
 
     /// The best tip, updated after each commit.
@@ -279,28 +308,44 @@ async fn run(
             Command::MmrProof { height, tip, reply } => {
                 let _ = reply.send(state.mmr_proof(height, tip));
             }
-            Command::FlyClient { tip, last, samples, reply } => {
-                let _ = reply.send(flyclient(&state, tip, last, samples));
+            Command::FlyClient { tip, last, request, reply } => {
+                let _ = reply.send(flyclient(&state, tip, last, request));
             }
         }
     }
     Ok(())
 }
 
-fn flyclient(state: &ChainState, tip: u64, last: u64, samples: usize) -> Result<FlyData, QueryError> {
+/// Answers a FlyClient request: work positions are mapped to heights by binary
+/// search over cumulative work (`sample_heights`), each with its MMR proof against
+/// `tip`. Bounded by the caps on `last` and on the draw count.
+fn flyclient(state: &ChainState, tip: u64, last: u64, request: FlyRequest) -> Result<FlyData, QueryError> {
+    use tpow_core::flyclient::{draw_count, legacy_sample_heights, levels, sample_heights, MAX_DRAWS};
     let tip_header = state.headers(tip, 1).pop().ok_or(QueryError::UnknownHeight(tip))?;
     let tip_work = state.total_work_at(tip).ok_or(QueryError::UnknownHeight(tip))?;
     let last = last.clamp(1, tip + 1);
     let first_last = tip + 1 - last;
     let last_headers = state.headers(first_last, last);
-    let heights = tpow_core::flyclient::sample_heights(&tip_header.id(), first_last, samples, |h| {
-        state.total_work_at(h).unwrap_or_default()
-    });
+    let work_at = |h: u64| state.total_work_at(h).unwrap_or_default();
+    let (draws, heights) = match request {
+        FlyRequest::Seeded { seed, security_bits } => {
+            let below = if first_last == 0 { tpow_core::U256::ZERO } else { work_at(first_last - 1) };
+            let checked = tip_work.saturating_sub(below);
+            let draws = draw_count(levels(&checked, &below), security_bits);
+            if draws > MAX_DRAWS {
+                return Ok(FlyData { draws, tip: (tip_header, tip_work), last: last_headers, sampled: Vec::new() });
+            }
+            (draws, sample_heights(&seed, first_last, &checked, draws, work_at))
+        }
+        FlyRequest::Legacy { samples } => {
+            (samples as u64, legacy_sample_heights(&tip_header.id(), first_last, samples, work_at))
+        }
+    };
     let mut sampled = Vec::with_capacity(heights.len());
     for h in heights {
         let (leaf, _, proof) = state.mmr_proof(h, tip)?;
         let work = state.total_work_at(h).ok_or(QueryError::UnknownHeight(h))?;
         sampled.push((leaf, work, proof));
     }
-    Ok(FlyData { tip: (tip_header, tip_work), last: last_headers, sampled })
+    Ok(FlyData { draws, tip: (tip_header, tip_work), last: last_headers, sampled })
 }

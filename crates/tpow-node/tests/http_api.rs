@@ -32,6 +32,17 @@ fn api_answers_and_rejects_bad_input_with_json_errors() {
     let (status, fly) = n.get_json("/api/flyclient?last=2&samples=5");
     assert_eq!(status, 200, "{fly}");
     assert_eq!(fly["last"].as_array().expect("last").len(), 2);
+    // The seeded request (the client's randomness): draws follow the rule of
+    // tpow_core::flyclient from the chain's work; samples are distinct heights below
+    // the last headers (tpow-light's tests check the exact draws).
+    let seed = "07".repeat(32);
+    let (status, fly) = n.get_json(&format!("/api/flyclient?tip=3&last=1&seed={seed}&security=50"));
+    assert_eq!(status, 200, "{fly}");
+    let sampled = fly["sampled"].as_array().expect("sampled");
+    let draws = fly["draws"].as_u64().expect("draws");
+    assert!(draws > 0 && sampled.len() as u64 <= draws, "{fly}");
+    let heights: Vec<u64> = sampled.iter().map(|s| s["height"].as_u64().expect("height")).collect();
+    assert!(heights.windows(2).all(|w| w[0] < w[1]) && heights.iter().all(|&h| h < 3), "{heights:?}");
 
     for bad in [
         "/api/headers?from=0&count=100000",
@@ -44,6 +55,10 @@ fn api_answers_and_rejects_bad_input_with_json_errors() {
         "/api/work?miner=zz",
         "/api/work?miner=00",
         "/api/flyclient?samples=100000",
+        "/api/flyclient?seed=zz",
+        "/api/flyclient?seed=0707",
+        "/api/flyclient?last=1&security=0&seed=0707070707070707070707070707070707070707070707070707070707070707",
+        "/api/flyclient?last=1&security=129&seed=0707070707070707070707070707070707070707070707070707070707070707",
         "/api/nope",
     ] {
         let (status, v) = n.get_json(bad);

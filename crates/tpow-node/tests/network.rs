@@ -203,3 +203,44 @@ fn forged_headers_from_fresh_keys_cost_bounded_forward_passes() {
     let h = a.tip().0;
     a.wait_for("mining goes on", Duration::from_secs(60), |n| n.tip().0 > h);
 }
+
+/// 150 fresh peer ids from one address try to fill the inbound slots: the node
+/// keeps at most 4 of them, and a peer it dials itself (a configured, reserved
+/// slot) still connects and syncs the whole chain.
+#[test]
+fn slot_exhaustion_by_fresh_ids_leaves_configured_peers_working() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    // B first (not mining, no peers): A will dial it.
+    let b = Node::start(&tmp.path().join("b"), &Opts { genesis_time_ms: Some(genesis), ..Default::default() });
+    let mut attacker = None;
+    let a = Node::start(
+        &tmp.path().join("a"),
+        &Opts { mine: true, genesis_time_ms: Some(genesis), peers: vec![b.p2p.clone()], ..Default::default() },
+    );
+    a.wait_for("height 3", Duration::from_secs(60), |n| n.tip().0 >= 3);
+    attacker.get_or_insert(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tpow-node"))
+            .args(["attack", "--kind", "occupy", "--peer", &a.p2p, "--rounds", "150", "--parallel"])
+            .args(["--seconds", "20", "--genesis-time-ms", &genesis.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("attacker"),
+    );
+    // While the slots are under attack, the node's peers are its reserved peer
+    // plus at most 4 from the attacking address.
+    std::thread::sleep(Duration::from_secs(8));
+    let (_, peers) = a.get_json("/api/peers");
+    let list = peers["peers"].as_array().expect("peers").clone();
+    let inbound = list.iter().filter(|p| p["outbound"] == false).count();
+    assert!(inbound <= 4, "{inbound} inbound peers from one address: {peers}");
+    assert!(list.iter().any(|p| p["outbound"] == true), "the configured peer is connected: {peers}");
+    let target = a.tip().0 + 2;
+    b.wait_for("B syncs through the attack", Duration::from_secs(60), |n| n.tip().0 >= target);
+    let out = attacker.take().expect("attacker").wait_with_output().expect("attacker output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let held = text.lines().filter(|l| l.ends_with("StillConnected")).count();
+    eprintln!("slot exhaustion: {held} of 150 fresh ids held a connection");
+    assert!(held <= 4, "{held} connections held from one address\n{text}");
+}

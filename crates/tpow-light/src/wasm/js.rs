@@ -72,3 +72,19 @@ pub fn has_webgpu() -> bool {
     global_get("navigator")
         .is_some_and(|n| Reflect::get(&n, &JsValue::from_str("gpu")).is_ok_and(|g| !g.is_undefined() && !g.is_null()))
 }
+
+/// 32 bytes from the global `crypto.getRandomValues` (page, Worker, Node.js ≥ 19):
+/// the client's FlyClient seed, which must be unpredictable to the nodes. There is
+/// no fallback to a weaker source: without it a sampled sync fails.
+pub fn random_bytes() -> Result<[u8; 32], String> {
+    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).map_err(js_err)?;
+    let get = Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))
+        .map_err(js_err)?
+        .dyn_into::<Function>()
+        .map_err(|_| "crypto.getRandomValues is not available".to_string())?;
+    let buf = Uint8Array::new_with_length(32);
+    get.call1(&crypto, &buf).map_err(js_err)?;
+    let mut out = [0u8; 32];
+    buf.copy_to(&mut out);
+    Ok(out)
+}

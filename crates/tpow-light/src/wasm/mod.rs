@@ -39,10 +39,12 @@ pub struct LightOptions {
     pub genesis_time_ms: Option<u64>,
     /// `sampled` (default) or `full`.
     pub mode: String,
-    /// Sampled mode: newest headers checked fully (default 10).
+    /// Sampled mode: newest headers checked fully (1..=100, default 100).
     pub last: u64,
-    /// Sampled mode: FlyClient samples (default: 10 per doubling of the chain, ≤ 200).
-    pub samples: Option<u64>,
+    /// Sampled mode: security level λ in bits (1..=128, default 50): a chain forged
+    /// by a minority escapes the sample with probability at most 2^−λ. The number
+    /// of draws follows from it and the chain's work (PROTOCOL.md §16).
+    pub security_bits: u32,
     /// Use WebGPU when the browser offers an adapter (default true).
     pub gpu: bool,
     /// URL of `tpow_light_worker.js` to run CPU passes in a Web Worker; `None`
@@ -63,8 +65,8 @@ impl Default for LightOptions {
             chain: "devnet".into(),
             genesis_time_ms: None,
             mode: "sampled".into(),
-            last: 10,
-            samples: None,
+            last: 100,
+            security_bits: tpow_core::flyclient::DEFAULT_SECURITY_BITS,
             gpu: true,
             worker_url: None,
             persist: true,
@@ -125,7 +127,7 @@ impl LightClient {
         }
         let mode = match options.mode.as_str() {
             "full" => SyncMode::Full,
-            "sampled" | "" => SyncMode::Sampled { last: options.last, samples: options.samples },
+            "sampled" | "" => SyncMode::Sampled { last: options.last, security_bits: options.security_bits },
             other => return Err(LightError::Config(format!("mode must be sampled or full, got {other:?}"))),
         };
         let checkpoint = match (options.checkpoint_height, &options.checkpoint_id) {

@@ -13,7 +13,7 @@ use tpow_gpu::{GpuContext, GpuOptions, GpuVerifier};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use super::js::{has_webgpu, http_get, js_err, monotonic_ms, sleep_ms};
+use super::js::{has_webgpu, http_get, js_err, monotonic_ms, random_bytes, sleep_ms};
 use crate::client::{Backend, Platform};
 
 type Reply = oneshot::Sender<Result<[u8; 32], String>>;
@@ -192,5 +192,9 @@ impl Platform for WebPlatform {
 
     fn monotonic_ms(&self) -> f64 {
         monotonic_ms()
+    }
+
+    fn random_seed(&self) -> Result<[u8; 32], String> {
+        random_bytes()
     }
 }
