@@ -11,10 +11,10 @@ export interface LightOptions {
     genesisTimeMs?: number;
     /** `sampled` (default: last k + FlyClient sample) or `full` (every header). */
     mode?: "sampled" | "full";
-    /** Sampled mode: newest headers checked fully (1..=100, default 10). */
+    /** Sampled mode: newest headers checked fully (1..=100, default 100). */
     last?: number;
-    /** Sampled mode: FlyClient samples (0..=200; default 10 per doubling of the chain). */
-    samples?: number;
+    /** Sampled mode: security level in bits (1..=128, default 50); the draw count follows from it (PROTOCOL.md §16). */
+    securityBits?: number;
     /** Use WebGPU when the browser offers an adapter (default true). */
     gpu?: boolean;
     /** URL of `tpow_light_worker.js`: CPU passes then run in a Web Worker. */

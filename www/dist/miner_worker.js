@@ -914,6 +914,10 @@ let wasm_bindgen = (function(exports) {
                 const ret = new Uint8Array(arg0, arg1 >>> 0, arg2 >>> 0);
                 return ret;
             },
+            __wbg_new_with_length_01b143a7e5dd5a3e: function(arg0) {
+                const ret = new Uint8Array(arg0 >>> 0);
+                return ret;
+            },
             __wbg_new_with_options_4e2ed14ce2ee51dd: function() { return handleError(function (arg0, arg1, arg2) {
                 const ret = new Worker(getStringFromWasm0(arg0, arg1), arg2);
                 return ret;

@@ -96,6 +96,8 @@ pub struct ChainSnapshot {
     pub nodes: Vec<NodeView>,
     /// Engine that verifies forward passes.
     pub engine: String,
+    /// What the verification guarantees (full, or FlyClient's security level).
+    pub security: String,
     /// Something the person should know (WebGPU missing, all nodes down).
     pub notice: Option<String>,
 }

@@ -121,6 +121,7 @@ fn chain_view(props: &ChainProps) -> Html {
                     <progress max="100" value={pct.to_string()} aria-label="verified share of the chain"></progress>
                     <p data-testid="sync-text">{format!("{} of {} headers verified ({pct:.0} %)", s.verified_height, s.network_height)}</p>
                     <p>{"Verifier: "}<strong data-testid="engine">{&s.engine}</strong></p>
+                    <p>{"Guarantee: "}<span data-testid="security">{&s.security}</span></p>
                     <p>{"Chain: "}{if s.chain.is_empty() { "–" } else { &s.chain }}</p>
                 </div>
                 <div class="card">

@@ -75,6 +75,13 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
     snap.chain = chain.clone();
     let options =
         LightOptions { nodes: urls.clone(), chain, mode: "full".into(), persist: false, ..LightOptions::default() };
+    snap.security = match options.mode.as_str() {
+        "full" => "every header's forward pass re-run in this tab".into(),
+        _ => format!(
+            "FlyClient sample: fooled with probability at most 2^-{} by an attacker with less than 50 % of the work",
+            options.security_bits
+        ),
+    };
     let client = loop {
         match LightClient::new(options.clone()).await {
             Ok(c) => break c,
