@@ -26,7 +26,7 @@ pub mod state;
 pub mod verify;
 pub mod wire;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "testkit")))]
 pub mod testkit;
 
 #[cfg(target_arch = "wasm32")]
