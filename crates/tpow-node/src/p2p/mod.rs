@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
@@ -38,6 +38,12 @@ use crate::chain_state::Verdict;
 use crate::limits::{ip_key, Buckets, ConnectionCounts, Rate};
 use crate::service::{ChainHandle, SubmitResult};
 use crate::wire::{self, GetBlocks};
+
+mod codec;
+mod discovery;
+
+pub(crate) use codec::FrameCodec;
+pub use discovery::{agent_version, parse_agent};
 
 /// How long a misbehaving peer stays banned.
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
@@ -75,50 +81,6 @@ pub struct PeerInfo {
     pub blocks_received: u64,
 }
 
-/// The identify agent version of a node: `tpow-node/VERSION`, then
-/// ` models=ID[,ID...]` when it serves chat, then ` http=PORT`. Peers learn
-/// from it which node offers which model, with no extra protocol.
-pub fn agent_version(models: &[String], http_port: Option<u16>) -> String {
-    let mut agent = format!("tpow-node/{}", env!("CARGO_PKG_VERSION"));
-    // Ids are made safe for the format: no separators inside an id.
-    let ids: Vec<String> = models
-        .iter()
-        .map(|m| m.chars().map(|c| if c.is_whitespace() || c == ',' || c == '=' { '_' } else { c }).collect())
-        .filter(|m: &String| !m.is_empty())
-        .collect();
-    if !ids.is_empty() {
-        agent.push_str(" models=");
-        agent.push_str(&ids.join(","));
-    }
-    if let Some(port) = http_port {
-        agent.push_str(&format!(" http={port}"));
-    }
-    agent
-}
-
-/// Most models read from one peer's agent version (the string comes from the network).
-const MAX_PEER_MODELS: usize = 32;
-
-/// The models and HTTP port in a peer's agent version (see [`agent_version`]);
-/// anything malformed is ignored.
-pub fn parse_agent(agent: &str) -> (Vec<String>, Option<u16>) {
-    let mut models = Vec::new();
-    let mut port = None;
-    for field in agent.split_whitespace() {
-        if let Some(list) = field.strip_prefix("models=") {
-            models = list
-                .split(',')
-                .filter(|m| !m.is_empty() && m.len() <= 128)
-                .take(MAX_PEER_MODELS)
-                .map(str::to_string)
-                .collect();
-        } else if let Some(p) = field.strip_prefix("http=") {
-            port = p.parse().ok();
-        }
-    }
-    (models, port)
-}
-
 /// Network settings.
 pub struct P2pConfig {
     /// Our identity.
@@ -145,68 +107,6 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
-}
-
-/// Length-prefixed frames (u32 big-endian) with a hard size cap per direction,
-/// checked before the buffer is allocated.
-#[derive(Clone, Default)]
-pub(crate) struct FrameCodec;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {max}")));
-    }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(data.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(data).await?;
-    io.close().await
-}
-
-#[async_trait::async_trait]
-impl request_response::Codec for FrameCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io, wire::MAX_REQUEST_BYTES).await
-    }
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io, wire::MAX_RESPONSE_BYTES).await
-    }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &req).await
-    }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &res).await
-    }
 }
 
 /// Results of work spawned off the event loop, fed back into it.
@@ -705,23 +605,5 @@ impl Net {
             }
             _ => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_versions_round_trip_models_and_port() {
-        let a = agent_version(&["SmolLM2-135M-Instruct".into(), "my model,v2".into()], Some(8645));
-        assert!(a.starts_with("tpow-node/"), "{a}");
-        assert_eq!(parse_agent(&a), (vec!["SmolLM2-135M-Instruct".to_string(), "my_model_v2".to_string()], Some(8645)));
-        assert_eq!(parse_agent(&agent_version(&[], None)), (Vec::new(), None));
-        // Other implementations' agents and junk give nothing.
-        assert_eq!(parse_agent("rust-libp2p/0.47.0"), (Vec::new(), None));
-        assert_eq!(parse_agent("x models= http=99999"), (Vec::new(), None));
-        let many = format!("tpow-node/0 models={}", vec!["m"; 100].join(","));
-        assert_eq!(parse_agent(&many).0.len(), MAX_PEER_MODELS);
     }
 }
