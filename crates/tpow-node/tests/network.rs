@@ -189,7 +189,11 @@ fn forged_headers_from_fresh_keys_cost_bounded_forward_passes() {
     assert!(!log.contains("OutputDigest"), "no forged child reached a forward pass");
 
     let (passes, height) = (a.metric("tpow_verification_forward_passes_total"), a.tip().0);
+    let rss_before = a.rss_kib();
     let (all_refused, out) = attack(&a, genesis, "forged-batch", 5, 20);
+    let rss_after = a.rss_kib();
+    eprintln!("node RSS {rss_before} KiB before the forged batches, {rss_after} KiB after");
+    assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
     assert!(all_refused, "every forging key was disconnected or refused:\n{out}\n{}", a.log());
     let wasted = wasted_passes(&a, passes, height);
     // At most one chunk (2 passes per verifying thread) per forged answer, and at

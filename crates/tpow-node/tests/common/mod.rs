@@ -152,6 +152,19 @@ impl Node {
     }
 
     /// (height, id) of the tip.
+    /// Resident memory of the node process in KiB (from /proc; 0 elsewhere).
+    #[allow(dead_code)] // not every test binary reads it
+    pub fn rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(Child::id) else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
     /// A sample from `/metrics` (0 if absent).
     pub fn metric(&self, name: &str) -> f64 {
         let (_, body) = self.get("/metrics");
