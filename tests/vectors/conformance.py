@@ -58,6 +58,10 @@ def legacy_requests(v):
 def suite_cases(v):
     """(name, case) for every case of a vector file; table cases expanded."""
     if "format" not in v:
+        if "chain" not in v:
+            # A file this runner does not speak yet (flyclient.json is checked
+            # by reference.py and tpow-core's flyclient_vectors test).
+            return
         yield from legacy_requests(v)
         return
     if v["format"] != FORMAT:
