@@ -123,6 +123,41 @@ MUTATIONS = [
      [("k = h // (1 << 20)", "k = (h + (1 << 19)) // (1 << 20)")]),
     ("embed-no-shift", "§6.1: embeddings not scaled by 2^EMBED_SHIFT",
      [("x = (model.tok[tok % sp.vocab] + model.pos) << EMBED_SHIFT", "x = model.tok[tok % sp.vocab] + model.pos")]),
+    ("chain-ts-not-strict", "§12.1 #5: timestamp ≥ parent's accepted (< instead of ≤ in the rejection)",
+     [('if hd["timestamp_ms"] <= ph["timestamp_ms"]:', 'if hd["timestamp_ms"] < ph["timestamp_ms"]:')]),
+    ("chain-drift-strict", "§12.1 #6: timestamp = now + drift rejected",
+     [('if hd["timestamp_ms"] > min(now_ms + p["max_drift_ms"], (1 << 64) - 1):',
+       'if hd["timestamp_ms"] >= min(now_ms + p["max_drift_ms"], (1 << 64) - 1):')]),
+    ("chain-fork-choice-ge", "§12.2: a tie moves the tip (≥ instead of >)",
+     [('if e["work"] > self.tip()["work"]:', 'if e["work"] >= self.tip()["work"]:')]),
+    ("chain-no-work-threshold", "§12.3 step 3: no LowWork refusal",
+     [("        if claimed < self.required():\n            raise ChainError(\"LowWork\")\n", "")]),
+    ("chain-threshold-inclusive", "§12.3 step 3: claimed = threshold refused (≤ instead of <)",
+     [("if claimed < self.required():", "if claimed <= self.required():")]),
+    ("chain-margin-5", "§12.3: WORK_MARGIN_BLOCKS = 5",
+     [("WORK_MARGIN_BLOCKS = 6", "WORK_MARGIN_BLOCKS = 5")]),
+    ("chain-segment-bits-first-only", "§12.3 step 2: bits checked against ASERT for the first new header only",
+     [("target = self.cheap_checks(parent, hd, now_ms)  # segment",
+       "target = self.cheap_checks(parent, hd, now_ms, bits=k == skipped)  # segment")]),
+    ("chain-passes-interleaved", "§12.3: each header's pass run right after its cheap checks",
+     [("            parent = self.entry(parent, hd, ids[k], target)\n",
+       "            if self.digest(hd) != hd[\"output_digest\"]:\n                raise ChainError(\"OutputDigest\", k)\n"
+       "            parent = self.entry(parent, hd, ids[k], target)\n")]),
+    ("chain-index-unskipped", "§12.3: NotContiguous index counted from the first new header",
+     [('raise ChainError("NotContiguous", i)', 'raise ChainError("NotContiguous", i - skipped)')]),
+    ("chain-no-prune", "§12.3 pruning: side branches never deleted",
+     [("        pruned = self.prune()\n", "        pruned = []\n")]),
+    ("chain-prune-strict", "§12.3 pruning: a branch exactly at the threshold deleted",
+     [('if hid in on_best or e["work"] < required:', 'if hid in on_best or e["work"] <= required:')]),
+    ("chain-segment-partial-insert", "§12.3 step 4: headers before a false digest stored",
+     [('                raise ChainError("OutputDigest", skipped + k)\n',
+       '                for x in new[:k]:\n                    self.insert(x)\n'
+       '                raise ChainError("OutputDigest", skipped + k)\n')]),
+    ("detached-bound-at-ts", "§16 detached: ASERT bound at (h − 1, ts) instead of ts − 1",
+     [('next_bits(p, hd["height"] - 1, hd["timestamp_ms"] - 1)', 'next_bits(p, hd["height"] - 1, hd["timestamp_ms"])')]),
+    ("detached-pow-before-bound", "§16 detached: pow hash checked before the ASERT bound",
+     [('    if target > compact_decode(next_bits(p, hd["height"] - 1, hd["timestamp_ms"] - 1)):\n        raise RuleError("Target")\n    enc = header_encode(hd)\n    if not meets_target(pow_hash(enc[:TEMPLATE_LEN], hd["nonce"], hd["output_digest"]), target):\n        raise RuleError("PowHash")\n',
+       '    enc = header_encode(hd)\n    if not meets_target(pow_hash(enc[:TEMPLATE_LEN], hd["nonce"], hd["output_digest"]), target):\n        raise RuleError("PowHash")\n    if target > compact_decode(next_bits(p, hd["height"] - 1, hd["timestamp_ms"] - 1)):\n        raise RuleError("Target")\n')]),
     ("conformance-gain-shift", "§14.1: gain applied as (w · mul) >> 8",
      [("w = np.clip(((w.astype(np.int64) * mul) >> 7) + add, -127, 127)",
        "w = np.clip(((w.astype(np.int64) * mul) >> 8) + add, -127, 127)")]),
@@ -130,7 +165,7 @@ MUTATIONS = [
 
 
 # Cheap files first: with --fail-fast a caught mutant stops at its first failure.
-FILES = [str(HERE / f) for f in ("targets.json", "header.json", "body.json", "mmr.json", "asert.json",
+FILES = [str(HERE / f) for f in ("targets.json", "header.json", "body.json", "chain.json", "mmr.json", "asert.json",
                                   "puzzle.json", "forward.json", "devnet.json", "asert_bch.json", "mainnet.json")]
 
 

@@ -628,6 +628,8 @@ def pow_hash(template: bytes, nonce: int, digest: bytes) -> bytes:
 
 
 def genesis_bits(p) -> int:
+    if "genesis_bits" in p:  # chain parameters given as bits (chain.json)
+        return p["genesis_bits"]
     return compact_encode(p["genesis_target_pre"])
 
 
@@ -692,6 +694,185 @@ def body_check(hd, b: bytes, cb) -> str | None:
 # ---------------------------------------------------------------------------
 # Conformance protocol (tests/vectors/README.md): one JSON request per line on
 # stdin, one reply per line on stdout.
+
+# ---------------------------------------------------------------------------
+# §12 Header validation, fork choice, segments; §16 detached checks
+
+WORK_MARGIN_BLOCKS = 6
+
+
+class ChainError(Exception):
+    def __init__(self, name, index=None):
+        super().__init__(name)
+        self.name, self.index = name, index
+
+
+def chain_params_of(d):
+    return dict(spec=spec_of(d["spec"]), ideal_ms=d["ideal_block_time_ms"], half_life_ms=d["half_life_ms"],
+                max_target=int(d["max_target"], 16), genesis_ts=d["genesis_timestamp_ms"],
+                genesis_bits=d["genesis_bits"], max_drift_ms=d["max_future_drift_ms"])
+
+
+def peaks_push(peaks, leaf):
+    """MMR append (§11): merge with the last peak while heights are equal."""
+    peaks, node, h = list(peaks), leaf, 0
+    while peaks and peaks[-1][0] == h:
+        node = mmr_merge(peaks.pop()[1], node)
+        h += 1
+    return peaks + [(h, node)]
+
+
+class HeaderChain:
+    def __init__(self, p):
+        self.p, self.models = p, {}
+        g = genesis_header(p)
+        gid = header_id(header_encode(g))
+        self.entries = {gid: self.entry(None, g, gid, compact_decode(g["bits"]))}
+        self.best = [gid]
+
+    def entry(self, parent, hd, hid, target):
+        w = work(target)
+        return dict(hd=hd, id=hid, target=target, n=0 if parent is None else parent["n"] + 1,
+                    work=w if parent is None else min(parent["work"] + w, U256_MAX),
+                    peaks=peaks_push([] if parent is None else parent["peaks"], (hid, w)))
+
+    def tip(self):
+        return self.entries[self.best[-1]]
+
+    def cheap_checks(self, parent, hd, now_ms, bits=True):
+        """§12.1 checks 4-9 against `parent`; returns the target."""
+        p, ph = self.p, parent["hd"]
+        if hd["height"] != ph["height"] + 1:
+            raise ChainError("Height")
+        if hd["timestamp_ms"] <= ph["timestamp_ms"]:
+            raise ChainError("TimestampNotAfterParent")
+        if hd["timestamp_ms"] > min(now_ms + p["max_drift_ms"], (1 << 64) - 1):
+            raise ChainError("TimestampInFuture")
+        if bits and hd["bits"] != next_bits(p, ph["height"], ph["timestamp_ms"]):
+            raise ChainError("Target")
+        if hd["mmr_root"] != mmr_root(parent["n"] + 1, [nd for _, nd in parent["peaks"]]):
+            raise ChainError("MmrRoot")
+        target = compact_decode(hd["bits"])
+        enc = header_encode(hd)
+        if not meets_target(pow_hash(enc[:TEMPLATE_LEN], hd["nonce"], hd["output_digest"]), target):
+            raise ChainError("PowHash")
+        return target
+
+    def digest(self, hd):
+        spec = self.p["spec"]
+        if hd["prev_id"] not in self.models:
+            self.models = {hd["prev_id"]: Model(spec, hd["prev_id"])}
+        tpl = header_encode(hd)[:TEMPLATE_LEN]
+        return output_digest(forward(self.models[hd["prev_id"]], input_tokens(spec, tpl, hd["nonce"])))
+
+    def insert(self, e):
+        """§12.2: stored; the new best tip iff strictly more total work."""
+        self.entries[e["id"]] = e
+        if e["work"] > self.tip()["work"]:
+            path, cur = [], e
+            while not (cur["n"] < len(self.best) and self.best[cur["n"]] == cur["id"]):
+                path.append(cur["id"])
+                cur = self.entries[cur["hd"]["prev_id"]]
+            self.best = self.best[:cur["n"] + 1] + path[::-1]
+
+    def required(self):
+        t = self.tip()
+        return max(t["work"] - min(WORK_MARGIN_BLOCKS * work(t["target"]), U256_MAX), 0)
+
+    def prune(self):
+        required, on_best = self.required(), set(self.best)
+        alive = set()
+        for hid, e in self.entries.items():
+            if hid in on_best or e["work"] < required:
+                continue
+            while hid not in on_best and hid not in alive:
+                alive.add(hid)
+                hid = self.entries[hid]["hd"]["prev_id"]
+        dead = [hid for hid in self.entries if hid not in on_best and hid not in alive]
+        for hid in dead:
+            del self.entries[hid]
+        return sorted(hid.hex() for hid in dead)
+
+    def submit(self, hd, now_ms):
+        """One header, §12.1 in order (no work threshold), then §12.2."""
+        hid = header_id(header_encode(hd))
+        if hid in self.entries:
+            raise ChainError("AlreadyKnown")
+        if hd["version"] != 1:
+            raise ChainError("Version")
+        parent = self.entries.get(hd["prev_id"])
+        if parent is None:
+            raise ChainError("UnknownParent")
+        target = self.cheap_checks(parent, hd, now_ms)
+        if self.digest(hd) != hd["output_digest"]:
+            raise ChainError("OutputDigest")
+        self.insert(self.entry(parent, hd, hid, target))
+
+    def submit_segment(self, seg, now_ms):
+        """§12.3: skip known, linkage, every cheap check, work threshold, passes, insert."""
+        ids = [header_id(header_encode(hd)) for hd in seg]
+        skipped = 0
+        while skipped < len(seg) and ids[skipped] in self.entries:
+            skipped += 1
+        for i in range(max(skipped, 1), len(seg)):
+            if seg[i]["prev_id"] != ids[i - 1]:
+                raise ChainError("NotContiguous", i)
+        if skipped == len(seg):
+            return
+        parent = self.entries.get(seg[skipped]["prev_id"])
+        if parent is None:
+            raise ChainError("UnknownParent", skipped)
+        new = []
+        for k in range(skipped, len(seg)):
+            hd = seg[k]
+            try:
+                if hd["version"] != 1:
+                    raise ChainError("Version")
+                target = self.cheap_checks(parent, hd, now_ms)  # segment
+            except ChainError as e:
+                raise ChainError(e.name, k) from None
+            parent = self.entry(parent, hd, ids[k], target)
+            new.append(parent)
+        claimed = new[-1]["work"]
+        if claimed < self.required():
+            raise ChainError("LowWork")
+        for k, e in enumerate(new):
+            if self.digest(e["hd"]) != e["hd"]["output_digest"]:
+                raise ChainError("OutputDigest", skipped + k)
+        for e in new:
+            self.insert(e)
+
+    def step(self, st):
+        old_tip, old_n = self.best[-1], len(self.best) - 1
+        try:
+            if "header" in st:
+                self.submit(must(header_decode_checked(bytes.fromhex(st["header"]))), st["now_ms"])
+            else:
+                self.submit_segment([must(header_decode_checked(bytes.fromhex(x))) for x in st["segment"]],
+                                    st["now_ms"])
+        except ChainError as e:
+            return {"error": e.name} if e.index is None else {"error": e.name, "index": e.index}
+        pruned = self.prune()
+        return {"tip": self.best[-1].hex(), "height": len(self.best) - 1,
+                "reorg": self.best[old_n] != old_tip if old_n < len(self.best) else True, "pruned": pruned}
+
+
+def check_detached(p, hd, now_ms) -> int:
+    """§16 detached checks (order: Height, TimestampNotAfterParent, TimestampInFuture, Target, PowHash)."""
+    if hd["height"] < 1:
+        raise RuleError("Height")
+    if hd["timestamp_ms"] <= p["genesis_ts"]:
+        raise RuleError("TimestampNotAfterParent")
+    if hd["timestamp_ms"] - p["max_drift_ms"] > now_ms:
+        raise RuleError("TimestampInFuture")
+    target = compact_decode(hd["bits"])
+    if target > compact_decode(next_bits(p, hd["height"] - 1, hd["timestamp_ms"] - 1)):
+        raise RuleError("Target")
+    enc = header_encode(hd)
+    if not meets_target(pow_hash(enc[:TEMPLATE_LEN], hd["nonce"], hd["output_digest"]), target):
+        raise RuleError("PowHash")
+    return target
+
 
 PROTOCOL_FORMAT = "tpow-vectors/1"
 
@@ -825,6 +1006,13 @@ def serve_op(op: str, a: dict) -> dict:
         hits = new_hits()
         out = forward(model_of(spec, a["model"]), toks, hits)
         return {"output": out_bytes(out).hex(), "output_digest": output_digest(out).hex(), "hits": hits}
+    if op == "chain_script":
+        chain = HeaderChain(chain_params_of(a["params"]))
+        return {"genesis_id": chain.best[0].hex(), "steps": [chain.step(st) for st in a["steps"]]}
+    if op == "check_detached":
+        p = chain_params_of(a["params"])
+        hd = must(header_decode_checked(bytes.fromhex(a["header"])))
+        return {"target": u256_hex(check_detached(p, hd, a["now_ms"]))}
     return None
 
 

@@ -1,5 +1,5 @@
 //! The conformance suite (tests/vectors/README.md): generates and checks the
-//! section vector files `tests/vectors/{targets,asert,mmr,header,body,puzzle,forward}.json`
+//! section vector files `tests/vectors/{targets,asert,mmr,header,body,puzzle,forward,chain}.json`
 //! and checks Bitcoin Cash's published ASERT runs (`asert_bch.json`).
 //!
 //! Every expected value comes from tpow-core through the same dispatcher the CLI
@@ -16,13 +16,17 @@ use std::path::PathBuf;
 
 use conformance_dispatch::{handle, u256_hex, Reply, FORMAT};
 use serde_json::{json, Map, Value};
+use tpow_core::chain::{genesis_header, next_bits, PowInput};
 use tpow_core::forward::ops::{
     act_shift, exp2_weight, isqrt, residual_shift, score_shift, GELU_TABLE, NORM_RMS_LOG2, RESIDUAL_MAX,
 };
 use tpow_core::header::Header;
 use tpow_core::mmr::{MmrNode, MmrProof};
 use tpow_core::model::ConformanceGain;
+use tpow_core::puzzle::pow_hash;
+use tpow_core::target::hash_meets_target;
 use tpow_core::target::CompactTarget;
+use tpow_core::{BlockId, HeaderChain, ModelCache};
 use tpow_core::{ChainParams, Model, ModelSpec, U256};
 
 fn dir() -> PathBuf {
@@ -946,4 +950,282 @@ fn bch_asert_runs() {
         }
     }
     assert!(n >= 14_000, "{n} points");
+}
+
+// ---------------------------------------------------------------------------
+// §12 header-chain scripts and §16 detached checks (chain.json)
+
+/// A devnet-shaped chain whose genesis target is 2^254 (a pow hash meets it one
+/// time in four), so that the script's headers are mined in a few passes each.
+fn script_params() -> ChainParams {
+    let mut p = ChainParams::devnet();
+    p.asert.max_target = U256::from(1u8) << 255;
+    p.genesis_bits = CompactTarget::from_target(U256::from(1u8) << 254);
+    p
+}
+
+fn params_v(p: &ChainParams) -> Value {
+    json!({
+        "spec": spec_v(&p.model),
+        "ideal_block_time_ms": p.asert.ideal_block_time_ms, "half_life_ms": p.asert.half_life_ms,
+        "max_target": h(p.asert.max_target), "genesis_timestamp_ms": p.genesis_timestamp_ms,
+        "genesis_bits": p.genesis_bits.0, "max_future_drift_ms": p.max_future_drift_ms,
+    })
+}
+
+struct ScriptMiner {
+    params: ChainParams,
+    chain: HeaderChain,
+    cache: ModelCache,
+}
+
+impl ScriptMiner {
+    fn template(&self, parent: &BlockId, key: u8, ts: u64) -> Header {
+        let mut hd = self.chain.template_on(parent, [key; 32], [0; 32], ts).expect("known parent");
+        hd.timestamp_ms = ts;
+        hd
+    }
+    fn digest(&mut self, hd: &Header) -> [u8; 32] {
+        self.cache.output_digest(&PowInput::of(self.params.model, hd)).unwrap()
+    }
+    fn meets(hd: &Header) -> bool {
+        hash_meets_target(&pow_hash(&hd.template(), hd.nonce, &hd.output_digest), &hd.bits.to_target().unwrap())
+    }
+    /// The first nonce whose pow hash (with the real digest) meets the target.
+    fn mine(&mut self, mut hd: Header) -> Header {
+        loop {
+            hd.output_digest = self.digest(&hd);
+            if Self::meets(&hd) {
+                return hd;
+            }
+            hd.nonce += 1;
+        }
+    }
+    /// The first nonce whose pow hash with a made-up digest meets the target.
+    fn mine_fake(hd: Header) -> Header {
+        let mut hd = Header { output_digest: [0xEE; 32], ..hd };
+        while !Self::meets(&hd) {
+            hd.nonce += 1;
+        }
+        hd
+    }
+    /// The first nonce whose pow hash (real digest) is above the target.
+    fn above(&mut self, mut hd: Header) -> Header {
+        loop {
+            hd.output_digest = self.digest(&hd);
+            if !Self::meets(&hd) {
+                return hd;
+            }
+            hd.nonce += 1;
+        }
+    }
+    /// A valid child of `parent`, remembered for later templates.
+    fn block(&mut self, parent: &BlockId, key: u8, ts: u64) -> Header {
+        let hd = self.mine(self.template(parent, key, ts));
+        self.chain.submit_cpu(&hd, u64::MAX, &mut self.cache).unwrap();
+        hd
+    }
+}
+
+fn hx(hd: &Header) -> Value {
+    json!(hex::encode(hd.encode()))
+}
+
+fn chain_vectors() -> Value {
+    let params = script_params();
+    let (g0, s, drift) = (params.genesis_timestamp_ms, params.asert.ideal_block_time_ms, params.max_future_drift_ms);
+    let t = |height: u64| g0 + s * height;
+    let mut m = ScriptMiner {
+        params: params.clone(),
+        chain: HeaderChain::new(params.clone()).unwrap(),
+        cache: ModelCache::new(),
+    };
+    let g = m.chain.at_height(0).unwrap().id;
+    // (what the step shows, the step, the verdict it must get: "ok" or the error name)
+    let mut steps: Vec<(&str, Value, &str)> = Vec::new();
+    let single = |hd: &Header, now: u64| json!({"now_ms": now, "header": hx(hd)});
+    let segment =
+        |hs: &[&Header], now: u64| json!({"now_ms": now, "segment": hs.iter().map(|x| hx(x)).collect::<Vec<_>>()});
+
+    let a1 = m.block(&g, 1, t(1));
+    steps.push(("A1 extends genesis", single(&a1, t(1)), "ok"));
+    steps.push(("A1 again", single(&a1, t(1)), "AlreadyKnown"));
+    let mut orphan = m.template(&a1.id(), 9, t(2));
+    orphan.prev_id = [0x55; 32];
+    let orphan = m.mine(orphan);
+    steps.push(("parent unknown", single(&orphan, t(2)), "UnknownParent"));
+    let bad_height = m.mine(Header { height: 3, ..m.template(&a1.id(), 9, t(2)) });
+    steps.push(("height parent + 2", single(&bad_height, t(2)), "Height"));
+    let same_ts = m.mine(m.template(&a1.id(), 9, t(1)));
+    steps.push((
+        "timestamp equal to the parent's (otherwise valid)",
+        single(&same_ts, t(2)),
+        "TimestampNotAfterParent",
+    ));
+    let a2 = m.block(&a1.id(), 1, t(2));
+    steps.push(("A2 one ms beyond now + drift", single(&a2, t(2) - drift - 1), "TimestampInFuture"));
+    steps.push(("A2 at exactly now + drift (offered again later)", single(&a2, t(2) - drift), "ok"));
+    let wrong_bits =
+        m.mine(Header { bits: CompactTarget::from_target(U256::from(1u8) << 253), ..m.template(&a2.id(), 9, t(3)) });
+    steps.push(("bits harder than ASERT's (otherwise valid)", single(&wrong_bits, t(3)), "Target"));
+    let wrong_mmr = m.mine(Header { mmr_root: a2.mmr_root, ..m.template(&a2.id(), 9, t(3)) });
+    steps.push(("mmr_root of the parent's ancestors (otherwise valid)", single(&wrong_mmr, t(3)), "MmrRoot"));
+    let high = m.above(m.template(&a2.id(), 9, t(3)));
+    steps.push(("pow hash above the target", single(&high, t(3)), "PowHash"));
+    let fake = ScriptMiner::mine_fake(m.template(&a2.id(), 9, t(3)));
+    steps.push(("made-up output digest, pow hash below the target", single(&fake, t(3)), "OutputDigest"));
+    let a3 = m.block(&a2.id(), 1, t(3));
+    let b3 = m.block(&a2.id(), 2, t(3));
+    let b4 = m.block(&b3.id(), 2, t(4));
+    let a4 = m.block(&a3.id(), 1, t(4));
+    let a5 = m.block(&a4.id(), 1, t(5));
+    steps.push(("A3", single(&a3, t(3)), "ok"));
+    steps.push(("B3, sibling of A3 with equal work: A3 seen first stays best", single(&b3, t(3)), "ok"));
+    steps.push(("B4 on B3: heavier, reorg", single(&b4, t(4)), "ok"));
+    steps.push(("A4 on A3: ties B4, B4 stays", single(&a4, t(4)), "ok"));
+    steps.push(("A5 on A4: reorg back", single(&a5, t(5)), "ok"));
+    let a6 = m.block(&a5.id(), 1, t(6));
+    let a7 = m.block(&a6.id(), 1, t(7));
+    steps.push(("segment A6 A7 (best work 8 blocks, threshold 2 blocks)", segment(&[&a6, &a7], t(7)), "ok"));
+    let c1 = m.block(&g, 3, t(1));
+    steps.push(("segment C1, child of genesis claiming exactly the threshold: kept", segment(&[&c1], t(7)), "ok"));
+    let a8 = m.block(&a7.id(), 1, t(8));
+    let a9 = m.block(&a8.id(), 1, t(9));
+    steps.push((
+        "segment A6 A7 A8 C1: C1 does not link (index as sent, known prefix counted)",
+        segment(&[&a6, &a7, &a8, &c1], t(8)),
+        "NotContiguous",
+    ));
+    let a9_fake = ScriptMiner::mine_fake(m.template(&a8.id(), 7, t(9)));
+    let e9 = m.chain.get(&a8.id()).unwrap().child(a9_fake, a9_fake.bits.to_target().unwrap());
+    let a10_bits = m.mine(Header {
+        version: 1,
+        height: 10,
+        prev_id: e9.id,
+        timestamp_ms: t(10),
+        bits: CompactTarget::from_target(U256::from(1u8) << 253),
+        body_root: [0; 32],
+        mmr_root: e9.mmr.root(),
+        miner_key: [7; 32],
+        nonce: 0,
+        output_digest: [0; 32],
+    });
+    steps.push((
+        "segment A8, A9 with a made-up digest, A10 with wrong bits: bits of every header before any pass",
+        segment(&[&a8, &a9_fake, &a10_bits], t(10)),
+        "Target",
+    ));
+    let a9_ts = m.mine(m.template(&a8.id(), 7, t(8)));
+    steps.push(("segment A7 A8 A9': A9' not after A8", segment(&[&a7, &a8, &a9_ts], t(9)), "TimestampNotAfterParent"));
+    steps.push(("segment of a header with an unknown parent", segment(&[&orphan], t(9)), "UnknownParent"));
+    let a9_future = m.mine(m.template(&a8.id(), 7, t(9)));
+    steps.push((
+        "segment A8 A9'' with A9'' in the future",
+        segment(&[&a8, &a9_future], t(9) - drift - 1),
+        "TimestampInFuture",
+    ));
+    steps.push(("segment A8 A9 (threshold 4 blocks): C1 pruned", segment(&[&a8, &a9], t(9)), "ok"));
+    let c1b = m.block(&g, 5, t(1));
+    steps.push(("segment C1', child of genesis below the threshold", segment(&[&c1b], t(9)), "LowWork"));
+    let a10 = m.block(&a9.id(), 1, t(10));
+    let a11 = m.block(&a10.id(), 1, t(11));
+    let a11_fake = ScriptMiner::mine_fake(m.template(&a10.id(), 1, t(11)));
+    steps.push((
+        "segment A10, A11 with a made-up digest: nothing stored",
+        segment(&[&a10, &a11_fake], t(11)),
+        "OutputDigest",
+    ));
+    steps.push(("A10 alone (was not stored)", single(&a10, t(10)), "ok"));
+    steps.push((
+        "segment A10 A11 (A10 skipped; threshold 6 blocks): B3 B4 pruned",
+        segment(&[&a10, &a11], t(11)),
+        "ok",
+    ));
+    steps.push(("segment A10 A11 again: all known, nothing changes", segment(&[&a10, &a11], t(11)), "ok"));
+    let d10 = m.block(&a9.id(), 4, t(10));
+    let d11 = m.block(&d10.id(), 4, t(11));
+    let d12 = m.block(&d11.id(), 4, t(12));
+    steps.push(("segment D10 D11 D12 forking at A9: heavier, reorg", segment(&[&d10, &d11, &d12], t(12)), "ok"));
+    let a12 = m.block(&a11.id(), 1, t(12));
+    steps.push(("segment A12: ties D12, D12 stays", segment(&[&a12], t(12)), "ok"));
+    let a13 = m.block(&a12.id(), 1, t(13));
+    steps.push(("segment A13: reorg back to A", segment(&[&a13], t(13)), "ok"));
+
+    let input = json!({
+        "params": params_v(&params),
+        "steps": steps.iter().map(|(name, st, _)| { let mut st = st.clone(); st["name"] = json!(name); st }).collect::<Vec<_>>(),
+    });
+    let script = case("script: every §12.1 error, fork choice, segments, threshold, pruning", "chain_script", input);
+    let got = script["expect"]["steps"].as_array().unwrap();
+    for ((name, _, want), v) in steps.iter().zip(got) {
+        let verdict = v.get("error").and_then(Value::as_str).unwrap_or("ok");
+        assert_eq!(verdict, *want, "{name}: {v}");
+    }
+    let hid = |hd: &Header| json!(hex::encode(hd.id()));
+    let ids = |v: &Value| v["pruned"].clone();
+    assert_eq!(got[12]["tip"], hid(&a3), "tie keeps A3");
+    assert_eq!((got[13]["tip"].clone(), got[13]["reorg"].clone()), (hid(&b4), json!(true)));
+    assert_eq!(got[14]["tip"], hid(&b4), "tie keeps B4");
+    assert_eq!(got[17]["pruned"], json!([]), "C1 at the threshold kept");
+    assert_eq!(got[18]["index"], json!(3));
+    assert_eq!(got[19]["index"], json!(2));
+    assert_eq!(ids(&got[23]), json!([hex::encode(c1.id())]));
+    let mut bb = vec![hex::encode(b3.id()), hex::encode(b4.id())];
+    bb.sort();
+    assert_eq!(ids(&got[27]), json!(bb));
+    assert_eq!((got[29]["tip"].clone(), got[29]["reorg"].clone()), (hid(&d12), json!(true)));
+    assert_eq!(got[30]["tip"], hid(&d12));
+
+    // Detached checks (§16, tpow-core's check_detached).
+    let mut cases = vec![script];
+    let pv = params_v(&params);
+    let mut det = |name: &str, hd: &Header, now: u64| {
+        cases.push(case(name, "check_detached", json!({"params": pv, "header": hx(hd), "now_ms": now})))
+    };
+    det("A5", &a5, t(5));
+    det("A5 at exactly now + drift", &a5, t(5) - drift);
+    det("A5 one ms beyond now + drift", &a5, t(5) - drift - 1);
+    det("genesis (height 0)", &genesis_header(&params), g0);
+    det("height 0, in the future", &Header { timestamp_ms: g0 + drift + 10_000, ..genesis_header(&params) }, g0);
+    let at_genesis = ScriptMiner::mine_fake(m.template(&g, 6, g0));
+    det("timestamp equal to genesis", &at_genesis, t(5));
+    // A late header (30 s behind schedule): ASERT(h − 1, ts − 1) is the easiest allowed.
+    let late = t(5) + 30_000;
+    let parent_like = |ts: u64| Header { height: 4, timestamp_ms: ts, ..genesis_header(&params) };
+    let easiest = next_bits(&params, &parent_like(late - 1)).unwrap();
+    let too_easy = next_bits(&params, &parent_like(late)).unwrap();
+    assert!(too_easy.to_target().unwrap() > easiest.to_target().unwrap());
+    let base = Header { timestamp_ms: late, ..m.template(&a4.id(), 6, late) };
+    det("late header with ASERT(h − 1, ts − 1) bits", &ScriptMiner::mine_fake(Header { bits: easiest, ..base }), late);
+    det(
+        "late header with ASERT(h − 1, ts) bits: too easy",
+        &ScriptMiner::mine_fake(Header { bits: too_easy, ..base }),
+        late,
+    );
+    let harder = CompactTarget::from_target(U256::from(1u8) << 250);
+    det("late header with a harder target", &ScriptMiner::mine_fake(Header { bits: harder, ..base }), late);
+    let mut high_easy = Header { bits: too_easy, output_digest: [0xEE; 32], ..base };
+    while ScriptMiner::meets(&high_easy) {
+        high_easy.nonce += 1;
+    }
+    det("too easy and pow hash above it: Target first", &high_easy, late);
+    let mut high = Header { bits: easiest, output_digest: [0xEE; 32], ..base };
+    while ScriptMiner::meets(&high) {
+        high.nonce += 1;
+    }
+    det("pow hash above the target", &high, late);
+    file(
+        "§12 header validation, fork choice, segments; §16 detached checks",
+        "chain_script: a devnet-shaped chain (params; genesis target 2^254) fed single headers (§12.1 and \
+         §12.2, every check, no work threshold) and segments (§12.3) at now_ms; after each accepted step the \
+         best tip, its height, whether the old tip left the best chain (reorg) and the sorted ids pruned. \
+         check_detached: the detached checks of §16 in tpow-core's order (Height, TimestampNotAfterParent, \
+         TimestampInFuture, Target, PowHash).",
+        cases,
+    )
+}
+
+#[test]
+fn chain_script_vectors() {
+    bless_or_check("chain.json", chain_vectors());
 }

@@ -11,7 +11,7 @@
 use serde_json::{json, Map, Value};
 use tpow_core::asert::{next_target, AsertAnchor, AsertParams};
 use tpow_core::body::{block_reward, check_body, Body, BodyError};
-use tpow_core::chain::{genesis_header, next_bits};
+use tpow_core::chain::{check_detached, genesis_header, next_bits};
 use tpow_core::forward::ops::GELU_TABLE;
 use tpow_core::forward::{forward, Scratch};
 use tpow_core::header::{DecodeError, Header, TEMPLATE_LEN};
@@ -19,7 +19,7 @@ use tpow_core::mmr::{Mmr, MmrError, MmrNode, MmrPeaks, MmrProof};
 use tpow_core::model::{derive_tensor, ConformanceGain, TensorKind};
 use tpow_core::puzzle::{input_tokens, output_digest, pow_hash, pow_hash_of_encoded};
 use tpow_core::target::{block_work, hash_meets_target, CompactTarget, TargetError};
-use tpow_core::{ChainParams, Model, ModelSpec, U256};
+use tpow_core::{BranchError, ChainParams, HeaderChain, HeaderError, Model, ModelCache, ModelSpec, Network, U256};
 
 /// The protocol version this dispatcher speaks (`format` of the vector files).
 pub const FORMAT: &str = "tpow-vectors/1";
@@ -235,6 +235,94 @@ fn header_json(h: &Header) -> Value {
     })
 }
 
+/// A chain's parameters (§4.2) given explicitly: `spec`, `ideal_block_time_ms`,
+/// `half_life_ms`, `max_target`, `genesis_timestamp_ms`, `genesis_bits`,
+/// `max_future_drift_ms`.
+pub fn params_of(input: &Value) -> R<ChainParams> {
+    let p = field(input, "params")?;
+    let params = ChainParams {
+        network: Network::Devnet,
+        model: spec_of(p)?,
+        asert: AsertParams {
+            ideal_block_time_ms: u64_of(p, "ideal_block_time_ms")?,
+            half_life_ms: u64_of(p, "half_life_ms")?,
+            max_target: u256_of(p, "max_target")?,
+        },
+        genesis_timestamp_ms: u64_of(p, "genesis_timestamp_ms")?,
+        genesis_bits: CompactTarget(u32_of(p, "genesis_bits")?),
+        max_future_drift_ms: u64_of(p, "max_future_drift_ms")?,
+    };
+    params.validate().map_err(|e| bad(format!("params: {e}")))?;
+    Ok(params)
+}
+
+pub fn header_error_name(e: &HeaderError) -> &'static str {
+    match e {
+        HeaderError::AlreadyKnown => "AlreadyKnown",
+        HeaderError::Version(_) => "Version",
+        HeaderError::UnknownParent => "UnknownParent",
+        HeaderError::Height { .. } => "Height",
+        HeaderError::TimestampNotAfterParent { .. } => "TimestampNotAfterParent",
+        HeaderError::TimestampInFuture { .. } => "TimestampInFuture",
+        HeaderError::Target { .. } => "Target",
+        HeaderError::MmrRoot => "MmrRoot",
+        HeaderError::PowHash => "PowHash",
+        HeaderError::OutputDigest => "OutputDigest",
+        HeaderError::Spec(_) => "Spec",
+        HeaderError::Params(_) => "Params",
+    }
+}
+
+fn branch_error_json(e: &BranchError) -> Value {
+    match e {
+        BranchError::Header { index, source, .. } => json!({"error": header_error_name(source), "index": index}),
+        BranchError::NotContiguous(i) => json!({"error": "NotContiguous", "index": i}),
+        BranchError::LowWork { .. } => json!({"error": "LowWork"}),
+    }
+}
+
+fn header_of(v: &Value) -> R<Header> {
+    let b = hex::decode(v.as_str().ok_or_else(|| bad("header: not a string"))?).map_err(|e| bad(e.to_string()))?;
+    Header::decode(&b).map_err(header_error)
+}
+
+/// One step of a `chain_script`: a single header through §12.1/§12.2 (every
+/// check, no work threshold), or a segment through §12.3; then pruning.
+fn chain_step(chain: &mut HeaderChain, cache: &mut ModelCache, step: &Value) -> R<Value> {
+    let now = u64_of(step, "now_ms")?;
+    let (old_tip, old_height) = (chain.tip().id, chain.height());
+    let outcome: Result<(), Value> = if let Some(h) = step.get("header") {
+        let hd = header_of(h)?;
+        chain.submit_cpu(&hd, now, cache).map(|_| ()).map_err(|e| json!({"error": header_error_name(&e)}))
+    } else {
+        let hs = field(step, "segment")?
+            .as_array()
+            .ok_or_else(|| bad("segment: not an array"))?
+            .iter()
+            .map(header_of)
+            .collect::<R<Vec<Header>>>()?;
+        (|| {
+            let branch = chain.precheck_branch(&hs, now).map_err(|e| branch_error_json(&e))?;
+            let mut digests = Vec::with_capacity(branch.len());
+            for i in 0..branch.len() {
+                let d = cache.output_digest(&branch.pow_input(i).expect("in range"));
+                digests.push(d.map_err(|e| json!({"error": header_error_name(&e)}))?);
+            }
+            for v in branch.complete(&digests).map_err(|e| branch_error_json(&e))? {
+                chain.insert(v).map_err(|e| json!({"error": header_error_name(&e)}))?;
+            }
+            Ok(())
+        })()
+    };
+    if let Err(v) = outcome {
+        return Ok(v);
+    }
+    let mut pruned: Vec<String> = chain.prune().iter().map(|(_, id)| hex::encode(id)).collect();
+    pruned.sort();
+    let reorg = chain.at_height(old_height).map(|e| e.id) != Some(old_tip);
+    Ok(json!({"tip": hex::encode(chain.tip().id), "height": chain.height(), "reorg": reorg, "pruned": pruned}))
+}
+
 /// Answers one request.
 pub fn handle(op: &str, input: &Value) -> Reply {
     match run(op, input) {
@@ -385,6 +473,21 @@ fn run(op: &str, input: &Value) -> R<Value> {
             }
             let out = run_forward(&model, &tokens);
             json!({"output": i8_hex(&out), "output_digest": hex::encode(output_digest(&out))})
+        }
+        "chain_script" => {
+            let mut chain = HeaderChain::new(params_of(input)?).map_err(|e| bad(e.to_string()))?;
+            let mut cache = ModelCache::new();
+            let mut out = Vec::new();
+            for step in field(input, "steps")?.as_array().ok_or_else(|| bad("steps: not an array"))? {
+                out.push(chain_step(&mut chain, &mut cache, step)?);
+            }
+            json!({"genesis_id": hex::encode(chain.at_height(0).expect("genesis").id), "steps": out})
+        }
+        "check_detached" => {
+            let params = params_of(input)?;
+            let hd = header_of(field(input, "header")?)?;
+            let t = check_detached(&params, &hd, u64_of(input, "now_ms")?).map_err(|e| err(header_error_name(&e)))?;
+            json!({"target": u256_hex(t)})
         }
         other => return Err(Reply::Unsupported(other.to_string())),
     })
