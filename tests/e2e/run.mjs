@@ -186,6 +186,12 @@ try {
   await until('a model in the chat picker', async () => (await page.$$('[data-testid=chat-model] option')).length > 0, 60_000);
   const choice = await page.$eval('[data-testid=chat-model]', (s) => s.options[s.selectedIndex]?.textContent);
   log(`chat model: ${choice}`);
+  // The answer's quality, checked with greedy decoding (temperature 0 in the
+  // settings; by default the app sends the model's recommended sampling).
+  const placeholder = await page.getAttribute('[data-testid=chat-temperature]', 'placeholder');
+  check(/recommended/.test(placeholder ?? ''), `temperature defaults to the model's recommendation (${placeholder})`);
+  await page.click('details.chat-settings > summary');
+  await page.fill('[data-testid=chat-temperature]', '0');
   await page.fill('#chat-input', 'What is the capital of France? Answer in one sentence.');
   // Streaming is proven by the page's own DOM updates, recorded as they happen
   // (a MutationObserver), not by sampling the text between polls: a fast machine
@@ -207,7 +213,7 @@ try {
     const text = (await last.locator('[data-testid=answer]').textContent()) ?? '';
     return (await last.getAttribute('data-streaming')) === 'false' ? text : false;
   }, 180_000).catch((e) => (log(String(e)), ''));
-  check(answered.replace('▍', '').trim().length > 0, `chat answer: ${JSON.stringify(answered.replace('▍', '').slice(0, 120))}`);
+  check(/Paris/.test(answered), `greedy chat answer names Paris: ${JSON.stringify(answered.replace('▍', '').slice(0, 120))}`);
   const lengths = await page.evaluate(() => window.__answerLengths);
   check(lengths.length >= 2, `answer arrived in pieces (text lengths rendered: ${lengths.join(',')})`);
   const receipt = (await page.locator('li.msg.assistant').last().locator('[data-testid=receipt]').textContent()) ?? '';

@@ -147,8 +147,17 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// A model's recommended sampling settings (`/api/info` `chat.sampling`).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+pub struct Sampling {
+    /// Softmax temperature (0 is greedy).
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+}
+
 /// Body of `POST /v1/chat/completions`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ChatRequest<'a> {
     /// Model id.
     pub model: &'a str,
@@ -158,6 +167,12 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
     /// Cap on generated tokens.
     pub max_tokens: u32,
+    /// Temperature (omitted: the node's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Top-p (omitted: the node's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
 }
 
 /// `GET /api/info`: who a node is and what it serves.
@@ -181,6 +196,11 @@ impl Info {
     /// Generations queued or running at the node.
     pub fn demand(&self) -> u64 {
         self.chat.as_ref().and_then(|c| c.get("demand")?.as_u64()).unwrap_or(0)
+    }
+
+    /// The served model's recommended sampling, if the node says.
+    pub fn sampling(&self) -> Option<Sampling> {
+        serde_json::from_value(self.chat.as_ref()?.get("sampling")?.clone()).ok()
     }
 
     /// Why the node serves no chat, if it says.

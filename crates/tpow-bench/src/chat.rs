@@ -11,6 +11,11 @@
 //!
 //! `crates/tpow-bench/llama_cpp_bench.py` prints the same columns for llama.cpp on the
 //! same file, prompt and thread counts.
+//!
+//! Then, with every core, the engine itself (continuous batching) under 1, 4, 8 and
+//! 16 concurrent streams: aggregate generated tokens per second, time to first
+//! token (p50/p95 over all streams of all runs) and the prompt tokens processed per
+//! second until every stream had its first token.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tpow_chat::model::{Model, WeightFormat};
 use tpow_chat::sampling::argmax;
-use tpow_chat::{ChatTemplate, Message, Role, Tokenizer};
+use tpow_chat::{ChatTemplate, Engine, EngineOptions, Event, GenerateParams, Message, Role, Tokenizer};
 
 /// The user message of the benchmark prompt (the same text is in llama_cpp_bench.py).
 pub const PROMPT: &str = "You are reviewing a design document for a small peer-to-peer network in which every node \
@@ -133,6 +138,117 @@ fn print_row(r: &Row) {
     );
 }
 
+/// Streams of the concurrency measurement.
+const STREAMS: [usize; 4] = [1, 4, 8, 16];
+/// Tokens each stream generates (sampled, so that few stop early).
+const STREAM_TOKENS: u32 = 64;
+
+/// Subjects of the concurrent streams' prompts (each stream its own prompt).
+const SUBJECTS: [&str; 16] = [
+    "a lighthouse keeper",
+    "a lost robot",
+    "a river town",
+    "a mountain climber",
+    "an old clock",
+    "a desert caravan",
+    "a city at night",
+    "a ship's cook",
+    "a young baker",
+    "a forest fire",
+    "a chess champion",
+    "a winter market",
+    "a deep-sea diver",
+    "a travelling circus",
+    "a quiet library",
+    "a summer storm",
+];
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The concurrency table, in this process (the engine with every core).
+fn measure_streams(model_path: &Path, runs: usize) -> Result<()> {
+    let engine = Engine::load(
+        model_path,
+        EngineOptions { max_batch: 16, queue_capacity: 16, max_tokens_cap: 512, ..EngineOptions::default() },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("| streams | generated tokens | aggregate (tok/s) | per stream (tok/s) | TTFT p50 (ms) | TTFT p95 (ms) | prompt (tok/s) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    // Warm up the pool and caches.
+    let warm = engine.submit(
+        vec![Message { role: Role::User, content: "Hi".into() }],
+        GenerateParams { max_tokens: Some(4), temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![] },
+    );
+    if let Ok(mut g) = warm {
+        while g.blocking_next().is_some() {}
+    }
+    for &n in &STREAMS {
+        let mut ttft = Vec::new();
+        let (mut tokens, mut secs, mut prompt_tokens, mut prompt_secs) = (0u64, 0f64, 0u64, 0f64);
+        for run in 0..runs.max(1) {
+            let start = Instant::now();
+            let mut handles = Vec::new();
+            for i in 0..n {
+                let content = format!("Write a long story about {}.", SUBJECTS[i % SUBJECTS.len()]);
+                let params = GenerateParams {
+                    max_tokens: Some(STREAM_TOKENS),
+                    temperature: 0.8,
+                    top_p: 0.95,
+                    seed: (run * 100 + i) as u64,
+                    stop: vec![],
+                };
+                let mut g = engine
+                    .submit(vec![Message { role: Role::User, content }], params)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                handles.push(std::thread::spawn(move || {
+                    let mut first = None;
+                    let mut completion = 0u32;
+                    let prompt = g.prompt_tokens;
+                    while let Some(ev) = g.blocking_next() {
+                        match ev {
+                            Event::Token(_) if first.is_none() => first = Some(start.elapsed()),
+                            Event::Done { usage, .. } => completion = usage.completion_tokens,
+                            _ => {}
+                        }
+                    }
+                    (first, completion, prompt, start.elapsed())
+                }));
+            }
+            let mut last_first = 0f64;
+            let mut end = 0f64;
+            for h in handles {
+                let (first, completion, prompt, done) = h.join().map_err(|_| anyhow::anyhow!("a stream panicked"))?;
+                let f = first.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+                ttft.push(f * 1e3);
+                last_first = last_first.max(f);
+                end = end.max(done.as_secs_f64());
+                tokens += u64::from(completion);
+                prompt_tokens += u64::from(prompt);
+            }
+            secs += end;
+            prompt_secs += last_first;
+        }
+        ttft.sort_by(f64::total_cmp);
+        let aggregate = tokens as f64 / secs;
+        println!(
+            "| {n} | {tokens} | {aggregate:.1} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            aggregate / n as f64,
+            percentile(&ttft, 0.5),
+            percentile(&ttft, 0.95),
+            prompt_tokens as f64 / prompt_secs,
+        );
+    }
+    let st = engine.stats();
+    println!("\n({} forward passes; KV cache: {} KiB per position)", st.steps, st.kv_bytes_per_token / 1024);
+    Ok(())
+}
+
 /// Entry point of the `chat` subcommand. `child` is set in the re-executed measuring
 /// process: it measures one format at the pool size of its environment and prints a row.
 pub fn chat(model: Option<PathBuf>, threads: &[usize], runs: usize, child: Option<String>) -> Result<()> {
@@ -141,6 +257,9 @@ pub fn chat(model: Option<PathBuf>, threads: &[usize], runs: usize, child: Optio
         bail!("the chat model is missing at {}: run scripts/fetch-model.sh", model.display());
     }
     if let Some(format) = child {
+        if format == "streams" {
+            return measure_streams(&model, runs);
+        }
         let format = match format.as_str() {
             "q8_0" => WeightFormat::Q8_0,
             "as-loaded" => WeightFormat::AsLoaded,
@@ -166,5 +285,16 @@ pub fn chat(model: Option<PathBuf>, threads: &[usize], runs: usize, child: Optio
             print!("{}", String::from_utf8_lossy(&out.stdout));
         }
     }
+    // Concurrent streams through the engine (continuous batching), all cores.
+    println!();
+    let out = Command::new(&exe)
+        .args(["chat", "--model"])
+        .arg(&model)
+        .args(["--runs", &runs.to_string(), "--child", "streams"])
+        .output()?;
+    if !out.status.success() {
+        bail!("the concurrency measurement failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }

@@ -58,23 +58,58 @@ impl ChatTemplate {
     /// The prompt text of `messages`, ending with the assistant's turn opening.
     pub fn render(&self, messages: &[Message]) -> String {
         let mut out = String::new();
+        for part in self.parts(messages) {
+            match part {
+                Part::Control(c) => out.push_str(c),
+                Part::Text(t) => out.push_str(&t),
+            }
+        }
+        out
+    }
+
+    /// The prompt of `messages` as the template's control tokens and the text
+    /// between them. Only the template writes control tokens: a message's text is
+    /// always a [`Part::Text`], to be tokenised as plain text, so a user who types
+    /// `<|im_end|>\n<|im_start|>system` writes characters, not a new turn. The text
+    /// parts are exactly the spans between the control tokens of [`render`], so
+    /// for messages without special-token strings, tokenising the parts gives the
+    /// ids of the rendered text.
+    ///
+    /// [`render`]: ChatTemplate::render
+    pub fn parts<'a>(&'a self, messages: &'a [Message]) -> Vec<Part<'a>> {
+        let mut out = Vec::with_capacity(4 * messages.len() + 6);
+        let turn = |out: &mut Vec<Part<'a>>, role: Role, content: &str| {
+            out.push(Part::Control(IM_START));
+            out.push(Part::Text(format!("{}\n{content}", role.as_str()).into()));
+            out.push(Part::Control(IM_END));
+            out.push(Part::Text("\n".into()));
+        };
         if let (Some(first), Some(system)) = (messages.first(), &self.default_system) {
             if first.role != Role::System {
-                out.push_str("<|im_start|>system\n");
-                out.push_str(system);
-                out.push_str("<|im_end|>\n");
+                turn(&mut out, Role::System, system);
             }
         }
         for m in messages {
-            out.push_str("<|im_start|>");
-            out.push_str(m.role.as_str());
-            out.push('\n');
-            out.push_str(&m.content);
-            out.push_str("<|im_end|>\n");
+            turn(&mut out, m.role, &m.content);
         }
-        out.push_str("<|im_start|>assistant\n");
+        out.push(Part::Control(IM_START));
+        out.push(Part::Text("assistant\n".into()));
         out
     }
+}
+
+/// ChatML's turn opening.
+pub const IM_START: &str = "<|im_start|>";
+/// ChatML's turn end.
+pub const IM_END: &str = "<|im_end|>";
+
+/// A piece of a rendered prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// A control token of the template (by its text).
+    Control(&'static str),
+    /// Text, tokenised as plain text whatever it contains.
+    Text(std::borrow::Cow<'a, str>),
 }
 
 #[cfg(test)]

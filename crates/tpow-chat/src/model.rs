@@ -5,9 +5,15 @@
 //!
 //! - weights can be re-quantised at load (Q4_1 -> Q8_0 decodes faster on x86: the
 //!   Q8_0 x Q8_0 dot product is the cheapest kernel candle has);
-//! - the KV cache is a plain per-layer buffer that grows by appending, so a decode
-//!   step does not copy the whole cache (`Tensor::cat`) and the cache can be
-//!   truncated to a shared prefix and reused by the next request;
+//! - the KV cache is a plain per-layer buffer per sequence ([`KvCache`]) that grows
+//!   by appending into memory reserved up front, so a decode step does not copy
+//!   the whole cache (`Tensor::cat`), a cache can be truncated to a shared prefix
+//!   and reused by the next request, and its memory is known before it is used;
+//! - [`Model::forward_batch`] runs several sequences in one pass (continuous
+//!   batching): the weight matmuls see all their rows at once (one read of the
+//!   weights per step), attention runs per sequence over its own cache. candle's
+//!   quantised matmul computes every output row by itself, so a sequence's
+//!   numbers do not depend on what else is in the batch;
 //! - the rotary tables cover the model's whole context (`llama.context_length`),
 //!   not a fixed 4096.
 
@@ -43,10 +49,80 @@ struct Layer {
     w_gate: QMatMul,
     w_up: QMatMul,
     w_down: QMatMul,
-    /// Keys of the cached positions, position-major: `[pos][kv_head][head_dim]`.
-    k_cache: Vec<f32>,
+}
+
+/// The keys and values of one sequence, every layer.
+#[derive(Default)]
+pub struct KvCache {
+    /// Keys of the cached positions per layer, position-major: `[pos][kv_head][head_dim]`.
+    k: Vec<Vec<f32>>,
     /// Values, same layout.
-    v_cache: Vec<f32>,
+    v: Vec<Vec<f32>>,
+    /// Positions held.
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache with room for `positions` (allocated now, once: appending
+    /// never reallocates, so the memory of a sequence is what was reserved).
+    pub fn with_capacity(config: &Config, positions: usize) -> KvCache {
+        let row = config.n_kv_head * config.head_dim;
+        let layer = || (0..config.n_layer).map(|_| Vec::with_capacity(positions * row)).collect();
+        KvCache { k: layer(), v: layer(), len: 0 }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: usize, config: &Config) {
+        let len = len.min(self.len);
+        let row = config.n_kv_head * config.head_dim;
+        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+            l.truncate(len * row);
+        }
+        self.len = len;
+    }
+
+    /// Sets the room to `positions` (at least the positions held): grows it so
+    /// appending never reallocates, or gives back what is beyond it.
+    pub fn set_capacity(&mut self, positions: usize, config: &Config) {
+        let row = config.n_kv_head * config.head_dim;
+        if self.k.len() != config.n_layer {
+            *self = KvCache::with_capacity(config, positions);
+            return;
+        }
+        let want = positions.max(self.len) * row;
+        for l in self.k.iter_mut().chain(self.v.iter_mut()) {
+            if l.capacity() < want {
+                l.reserve_exact(want - l.len());
+            } else {
+                l.shrink_to(want);
+            }
+        }
+    }
+
+    /// Bytes reserved.
+    pub fn capacity_bytes(&self) -> usize {
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+    }
+}
+
+/// One sequence's part of a batched forward pass.
+pub struct SeqInput<'a> {
+    /// Its cache; the tokens run at positions `cache.len()..` and are appended.
+    pub cache: &'a mut KvCache,
+    /// Tokens to run: one when decoding, a prompt chunk when prefilling.
+    pub tokens: &'a [u32],
+    /// Whether the logits of its last token are wanted (not for a prompt chunk
+    /// that is not the prompt's last).
+    pub logits: bool,
 }
 
 /// The model with its KV cache.
@@ -58,11 +134,9 @@ pub struct Model {
     output: QMatMul,
     cos: Tensor,
     sin: Tensor,
-    /// Positions held in every layer's cache.
-    cached: usize,
     device: Device,
-    /// Scratch of the decode attention (scores of one head).
-    scores: Vec<f32>,
+    /// The cache of the single-sequence API ([`Model::forward`]).
+    cache: KvCache,
 }
 
 fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
@@ -150,8 +224,6 @@ impl Model {
                 w_gate: qmat(reader, &format!("{p}.ffn_gate.weight"))?,
                 w_up: qmat(reader, &format!("{p}.ffn_up.weight"))?,
                 w_down: qmat(reader, &format!("{p}.ffn_down.weight"))?,
-                k_cache: Vec::new(),
-                v_cache: Vec::new(),
             });
         }
 
@@ -171,96 +243,195 @@ impl Model {
         let cos = Tensor::from_vec(cos, (ctx, n_theta), &device)?;
         let sin = Tensor::from_vec(sin, (ctx, n_theta), &device)?;
         let config = Config { vocab_size, ..config };
-        Ok(Model { config, tok_embd, layers, out_norm, output, cos, sin, cached: 0, device, scores: Vec::new() })
+        Ok(Model { config, tok_embd, layers, out_norm, output, cos, sin, device, cache: KvCache::default() })
     }
 
-    /// Positions in the KV cache.
+    /// Bytes of KV cache one position takes (keys and values, every layer).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.config.n_layer * self.config.n_kv_head * self.config.head_dim * std::mem::size_of::<f32>()
+    }
+
+    /// Positions in the KV cache of the single-sequence API.
     pub fn cached(&self) -> usize {
-        self.cached
+        self.cache.len()
     }
 
     /// Keeps the first `len` cached positions (a shared prompt prefix), drops the rest.
     pub fn truncate_cache(&mut self, len: usize) {
-        let len = len.min(self.cached);
-        let row = self.config.n_kv_head * self.config.head_dim;
-        for l in &mut self.layers {
-            l.k_cache.truncate(len * row);
-            l.v_cache.truncate(len * row);
-        }
-        self.cached = len;
+        let config = self.config.clone();
+        self.cache.truncate(len, &config);
     }
 
     /// Runs `tokens` at positions `cached..cached + len` (extending the cache) and
-    /// returns the logits of the last one.
+    /// returns the logits of the last one. One sequence: [`Model::forward_batch`] of one.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let seq_len = tokens.len();
-        if seq_len == 0 {
-            candle_core::bail!("forward of no tokens");
+        let mut cache = std::mem::take(&mut self.cache);
+        if cache.k.len() != self.config.n_layer {
+            cache = KvCache::with_capacity(&self.config, 0);
         }
-        let pos = self.cached;
-        if pos + seq_len > self.config.context_length {
-            candle_core::bail!("context of {} tokens exceeded", self.config.context_length);
+        let out = self.forward_batch(&mut [SeqInput { cache: &mut cache, tokens, logits: true }]);
+        self.cache = cache;
+        match out?.pop().flatten() {
+            Some(logits) => Ok(logits),
+            None => candle_core::bail!("no logits"),
         }
-        let c = self.config.clone();
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.tok_embd.embedding(&ids)?.reshape((1, seq_len, c.n_embd))?;
-        let cos = self.cos.narrow(0, pos, seq_len)?;
-        let sin = self.sin.narrow(0, pos, seq_len)?;
-        let kv_len = pos + seq_len;
-        let mask = if seq_len > 1 {
-            let m: Vec<u8> = (0..seq_len).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > pos + i))).collect();
-            Some(Tensor::from_vec(m, (seq_len, kv_len), &self.device)?)
+    }
+
+    /// One step of several sequences: every sequence's tokens run at its own next
+    /// positions and are appended to its own cache; returns, per sequence, the
+    /// logits of its last token when asked for.
+    ///
+    /// Single-token (decode) sequences are best put first: their rows are then
+    /// contiguous and their projections and rotary embedding run as one block.
+    /// A sequence's results are bit-identical whatever else is in the batch
+    /// (row-wise matmuls and norms, per-sequence attention).
+    pub fn forward_batch(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        let c = &self.config;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                candle_core::bail!("forward of no tokens");
+            }
+            if s.cache.len + s.tokens.len() > c.context_length {
+                candle_core::bail!("context of {} tokens exceeded", c.context_length);
+            }
+            if s.cache.k.len() != c.n_layer {
+                candle_core::bail!("a KV cache of another model");
+            }
+        }
+        let total: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        // Leading single-token sequences: the decode block.
+        let n_dec = seqs.iter().take_while(|s| s.tokens.len() == 1).count();
+        let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
+        let mut x = self.tok_embd.embedding(&ids)?.reshape((1, total, c.n_embd))?;
+        let dec_pos: Vec<u32> = seqs[..n_dec].iter().map(|s| s.cache.len as u32).collect();
+        let (dec_cos, dec_sin) = if n_dec > 0 {
+            let p = Tensor::new(dec_pos.as_slice(), &self.device)?;
+            (Some(self.cos.index_select(&p, 0)?), Some(self.sin.index_select(&p, 0)?))
         } else {
-            None
+            (None, None)
         };
         let neg_inf = Tensor::new(f32::NEG_INFINITY, &self.device)?;
         let row = c.n_kv_head * c.head_dim;
-        for layer in self.layers.iter_mut() {
+        let mut scores = Vec::new();
+        for (li, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
             let q = layer.wq.forward(&h)?;
             let k = layer.wk.forward(&h)?;
             let v = layer.wv.forward(&h)?;
-            let q = q.reshape((1, seq_len, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((1, seq_len, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            // Append to the cache, position-major.
-            let k_new = k.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            let v_new = v.flatten_all()?.to_vec1::<f32>()?;
-            layer.k_cache.extend_from_slice(&k_new);
-            layer.v_cache.extend_from_slice(&v_new);
-            debug_assert_eq!(layer.k_cache.len(), kv_len * row);
-
-            let y = if seq_len == 1 {
-                let q = q.flatten_all()?.to_vec1::<f32>()?;
-                let y = decode_attention(&q, &layer.k_cache, &layer.v_cache, kv_len, &c, &mut self.scores);
-                Tensor::from_vec(y, (1, 1, c.n_embd), &self.device)?
-            } else {
-                let kc = Tensor::from_slice(&layer.k_cache, (1, kv_len, c.n_kv_head, c.head_dim), &self.device)?
-                    .transpose(1, 2)?;
-                let vc = Tensor::from_slice(&layer.v_cache, (1, kv_len, c.n_kv_head, c.head_dim), &self.device)?
-                    .transpose(1, 2)?;
-                let rep = c.n_head / c.n_kv_head;
-                let kc = repeat_kv(&kc, rep)?;
-                let vc = repeat_kv(&vc, rep)?;
-                let att = (q.matmul(&kc.t()?)? * (1.0 / (c.head_dim as f64).sqrt()))?;
-                let mask = mask.as_ref().unwrap().broadcast_as(att.shape())?;
-                let att = mask.where_cond(&neg_inf.broadcast_as(att.shape())?, &att)?;
-                let att = candle_nn::ops::softmax_last_dim(&att)?;
-                att.matmul(&vc)?.transpose(1, 2)?.reshape((1, seq_len, c.n_embd))?
-            };
+            let mut ys: Vec<Tensor> = Vec::with_capacity(seqs.len() - n_dec + 1);
+            if n_dec > 0 {
+                let (cos, sin) = (dec_cos.as_ref().unwrap_or(&self.cos), dec_sin.as_ref().unwrap_or(&self.sin));
+                let qd =
+                    q.narrow(1, 0, n_dec)?.reshape((1, n_dec, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let kd = k
+                    .narrow(1, 0, n_dec)?
+                    .reshape((1, n_dec, c.n_kv_head, c.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let qd = candle_nn::rotary_emb::rope_i(&qd, cos, sin)?;
+                let kd = candle_nn::rotary_emb::rope_i(&kd, cos, sin)?;
+                let qd = qd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let kd = kd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let vd = v.narrow(1, 0, n_dec)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let mut y = Vec::with_capacity(n_dec * c.n_embd);
+                for (i, s) in seqs[..n_dec].iter_mut().enumerate() {
+                    let (kc, vc) = (&mut s.cache.k[li], &mut s.cache.v[li]);
+                    kc.extend_from_slice(&kd[i * row..(i + 1) * row]);
+                    vc.extend_from_slice(&vd[i * row..(i + 1) * row]);
+                    let qh = &qd[i * c.n_embd..(i + 1) * c.n_embd];
+                    y.extend(decode_attention(qh, kc, vc, s.cache.len + 1, c, &mut scores));
+                }
+                ys.push(Tensor::from_vec(y, (1, n_dec, c.n_embd), &self.device)?);
+            }
+            let mut off = n_dec;
+            for s in seqs[n_dec..].iter_mut() {
+                let seq_len = s.tokens.len();
+                let pos = s.cache.len;
+                let kv_len = pos + seq_len;
+                let cos = self.cos.narrow(0, pos, seq_len)?;
+                let sin = self.sin.narrow(0, pos, seq_len)?;
+                let q = q
+                    .narrow(1, off, seq_len)?
+                    .reshape((1, seq_len, c.n_head, c.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let k = k
+                    .narrow(1, off, seq_len)?
+                    .reshape((1, seq_len, c.n_kv_head, c.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+                let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+                let k_new = k.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let v_new = v.narrow(1, off, seq_len)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let (kc, vc) = (&mut s.cache.k[li], &mut s.cache.v[li]);
+                kc.extend_from_slice(&k_new);
+                vc.extend_from_slice(&v_new);
+                debug_assert_eq!(kc.len(), kv_len * row);
+                let y = if seq_len == 1 {
+                    let q = q.flatten_all()?.to_vec1::<f32>()?;
+                    let y = decode_attention(&q, kc, vc, kv_len, c, &mut scores);
+                    Tensor::from_vec(y, (1, 1, c.n_embd), &self.device)?
+                } else {
+                    let m: Vec<u8> =
+                        (0..seq_len).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > pos + i))).collect();
+                    let mask = Tensor::from_vec(m, (seq_len, kv_len), &self.device)?;
+                    let kt =
+                        Tensor::from_slice(kc, (1, kv_len, c.n_kv_head, c.head_dim), &self.device)?.transpose(1, 2)?;
+                    let vt =
+                        Tensor::from_slice(vc, (1, kv_len, c.n_kv_head, c.head_dim), &self.device)?.transpose(1, 2)?;
+                    let rep = c.n_head / c.n_kv_head;
+                    let kt = repeat_kv(&kt, rep)?;
+                    let vt = repeat_kv(&vt, rep)?;
+                    let att = (q.matmul(&kt.t()?)? * (1.0 / (c.head_dim as f64).sqrt()))?;
+                    let mask = mask.broadcast_as(att.shape())?;
+                    let att = mask.where_cond(&neg_inf.broadcast_as(att.shape())?, &att)?;
+                    let att = candle_nn::ops::softmax_last_dim(&att)?;
+                    att.matmul(&vt)?.transpose(1, 2)?.reshape((1, seq_len, c.n_embd))?
+                };
+                ys.push(y);
+                off += seq_len;
+            }
+            let y = if ys.len() == 1 { ys.remove(0) } else { Tensor::cat(&ys, 1)? };
             let x1 = (layer.wo.forward(&y)? + residual)?;
             let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, c.rms_eps)?;
             let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
             let up = layer.w_up.forward(&h)?;
             x = (layer.w_down.forward(&(gate * up)?)? + x1)?;
         }
-        self.cached = kv_len;
-        let x = x.narrow(1, seq_len - 1, 1)?;
+        // The last row of every sequence that wants logits.
+        let mut rows = Vec::new();
+        let mut end = 0;
+        for s in seqs.iter_mut() {
+            end += s.tokens.len();
+            s.cache.len += s.tokens.len();
+            if s.logits {
+                rows.push((end - 1) as u32);
+            }
+        }
+        let mut out = vec![None; seqs.len()];
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let n_rows = rows.len();
+        let x = x
+            .squeeze(0)?
+            .index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
+            .reshape((1, n_rows, c.n_embd))?;
         let x = candle_nn::ops::rms_norm(&x, &self.out_norm, c.rms_eps)?;
-        let logits = self.output.forward(&x)?;
-        logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+        let logits = self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut logits = logits.into_iter();
+        for (slot, s) in out.iter_mut().zip(seqs.iter()) {
+            if s.logits {
+                *slot = logits.next();
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -27,10 +27,20 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 /// A byte-level BPE tokenizer read from a GGUF file.
 pub struct Tokenizer {
     inner: HfTokenizer,
+    /// The same BPE without the added (special) tokens: text a user wrote goes
+    /// through this one, so `<|im_end|>` typed in a message stays the ten
+    /// characters it is and never becomes the control token (prompt injection).
+    plain: HfTokenizer,
+    /// Most bytes any one non-special token stands for: a text of `n` bytes is at
+    /// least `n / max_token_bytes` tokens, which refuses a huge prompt unread.
+    max_token_bytes: usize,
     /// The raw bytes of each token (control tokens: their text).
     bytes: Vec<Vec<u8>>,
     /// Whether each token is a control token.
     control: Vec<bool>,
+    /// Whether each token is a control or user-defined token (matched as a whole
+    /// by [`Tokenizer::encode`], never produced by [`Tokenizer::encode_plain`]).
+    special: Vec<bool>,
     /// `tokenizer.ggml.bos_token_id`, if any.
     pub bos_id: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`.
@@ -116,11 +126,16 @@ impl Tokenizer {
         }
         let bpe =
             BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("cannot build BPE: {e}"))?;
+        let pre = || {
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            ]))
+        };
+        let mut plain = HfTokenizer::new(bpe.clone());
+        plain.with_pre_tokenizer(Some(pre()));
         let mut inner = HfTokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ]))));
+        inner.with_pre_tokenizer(Some(pre()));
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
@@ -135,7 +150,9 @@ impl Tokenizer {
             u2b.insert(*c, b as u8);
         }
         let control: Vec<bool> = types.iter().map(|&t| t == TOKEN_TYPE_CONTROL).collect();
-        let bytes = tokens
+        let special: Vec<bool> =
+            types.iter().map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED).collect();
+        let bytes: Vec<Vec<u8>> = tokens
             .iter()
             .zip(&types)
             .map(|(t, &ty)| {
@@ -155,10 +172,21 @@ impl Tokenizer {
                 }
             })
             .collect();
+        let max_token_bytes = bytes
+            .iter()
+            .zip(&types)
+            .filter(|(_, &ty)| ty != TOKEN_TYPE_CONTROL && ty != TOKEN_TYPE_USER_DEFINED)
+            .map(|(b, _)| b.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         Ok(Tokenizer {
             inner,
+            plain,
+            max_token_bytes,
             bytes,
             control,
+            special,
             bos_id: md_u32(ct, "tokenizer.ggml.bos_token_id"),
             eos_id: md_u32(ct, "tokenizer.ggml.eos_token_id")
                 .ok_or("metadata tokenizer.ggml.eos_token_id is missing")?,
@@ -179,6 +207,41 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` read as plain text: special-token strings in it (`<|im_end|>`,
+    /// `<|im_start|>system`) are tokenised as the characters they are. For a text
+    /// without them this is exactly [`Tokenizer::encode`].
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, String> {
+        let enc = self.plain.encode_fast(text, false).map_err(|e| format!("tokenizer: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Appends the plain-text ids of `text` to `out`, a piece of at most about
+    /// [`PIECE_BYTES`] at a time, and stops as soon as `out` holds more than `limit`
+    /// ids: a prompt far over the context costs the work of `limit` tokens, not of
+    /// the whole text, and the tokenizer's scratch (offsets, alignments: tens of
+    /// bytes per input byte) stays that of one piece. Returns false when it stopped
+    /// early (`out` then holds more than `limit` ids, not all of them).
+    ///
+    /// Pieces end where a non-whitespace character is followed by whitespace: no
+    /// pre-token of the GPT-2 regex spans such a point, so the ids are those of the
+    /// whole text. A run of [`MAX_PIECE_BYTES`] without such a point (no natural
+    /// text has one) is cut at a character boundary instead.
+    pub fn encode_plain_bounded(&self, text: &str, limit: usize, out: &mut Vec<u32>) -> Result<bool, String> {
+        for piece in pieces(text) {
+            if out.len() > limit {
+                return Ok(false);
+            }
+            let enc = self.plain.encode_fast(piece, false).map_err(|e| format!("tokenizer: {e}"))?;
+            out.extend_from_slice(enc.get_ids());
+        }
+        Ok(out.len() <= limit)
+    }
+
+    /// Most bytes one non-special token stands for.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
     /// The raw bytes of one token (a token may hold part of a UTF-8 character).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
@@ -187,6 +250,11 @@ impl Tokenizer {
     /// Whether `id` is a control token (`<|im_end|>`, `<|endoftext|>`, ...).
     pub fn is_control(&self, id: u32) -> bool {
         self.control.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether `id` is a control or user-defined token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
     }
 
     /// The id of a token given its text (e.g. `<|im_end|>`).
@@ -203,6 +271,43 @@ impl Tokenizer {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// Bytes of text tokenised at once by [`Tokenizer::encode_plain_bounded`].
+pub const PIECE_BYTES: usize = 4096;
+/// Longest piece when no whitespace boundary comes (then cut at a character).
+pub const MAX_PIECE_BYTES: usize = 16 * 1024;
+
+/// Splits `text` into pieces of about [`PIECE_BYTES`] at points no pre-token spans.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= PIECE_BYTES {
+            return Some(std::mem::take(&mut rest));
+        }
+        // Only unambiguous characters on both sides: an ASCII letter, digit or
+        // punctuation mark (never `\s` to any regex engine) before a space or newline.
+        let mut cut = None;
+        let mut prev_solid = false;
+        for (i, c) in rest.char_indices() {
+            if i >= PIECE_BYTES && prev_solid && (c == ' ' || c == '\n') {
+                cut = Some(i);
+                break;
+            }
+            if i >= MAX_PIECE_BYTES {
+                cut = Some(i);
+                break;
+            }
+            prev_solid = c.is_ascii_graphic();
+        }
+        let cut = cut.unwrap_or(rest.len());
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
 }
 
 /// Turns a stream of token bytes into whole UTF-8 characters.
@@ -276,6 +381,22 @@ mod tests {
         assert_eq!(s.push(&[b'a', 0xff, b'b']), "a\u{FFFD}b");
         assert_eq!(s.push(&[0xe4, 0xb8]), "");
         assert_eq!(s.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn pieces_cover_the_text_at_whitespace() {
+        let text = "word ".repeat(3000) + &"x".repeat(40_000) + " tail";
+        let parts: Vec<&str> = pieces(&text).collect();
+        assert_eq!(parts.concat(), text);
+        assert!(parts.len() > 3);
+        for p in &parts[..parts.len() - 1] {
+            assert!(p.len() <= MAX_PIECE_BYTES + 4, "{}", p.len());
+        }
+        // Natural text is cut just before a space that follows a word.
+        assert!(parts[0].ends_with("word") && parts[1].starts_with(' '));
+        let cjk = "中文".repeat(5000);
+        assert_eq!(pieces(&cjk).collect::<String>(), cjk);
+        assert_eq!(pieces("").count(), 0);
     }
 
     #[test]

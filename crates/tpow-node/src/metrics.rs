@@ -63,7 +63,7 @@ pub struct Metrics {
     pub shares_rejected: Counter,
     /// Chat requests accepted into the engine's queue.
     pub chat_requests: Counter,
-    /// Chat requests refused because the queue was full.
+    /// Chat requests refused because the queue or the KV cache was full.
     pub chat_rejected_busy: Counter,
     /// Tokens the chat engine generated.
     pub chat_tokens: Counter,
@@ -71,6 +71,16 @@ pub struct Metrics {
     pub chat_ttft_seconds: Histogram,
     /// Chat requests queued or running.
     pub chat_queue_depth: Gauge,
+    /// Sequences in each forward pass of the chat engine (continuous batching).
+    pub chat_batch_size: Histogram,
+    /// Chat generations cancelled because the client went away.
+    pub chat_cancelled: Counter,
+    /// KV-cache memory budget of the chat engine.
+    pub chat_kv_cache_budget_bytes: Gauge,
+    /// KV-cache bytes reserved by queued and running chat requests.
+    pub chat_kv_cache_reserved_bytes: Gauge,
+    /// KV-cache bytes the chat engine has allocated.
+    pub chat_kv_cache_allocated_bytes: Gauge,
     /// Seconds of compute by kind (wall-clock time the work held its threads).
     pub compute_seconds: Family<KindLabel, Counter<f64, AtomicU64>>,
     /// New tip seen -> first nonce tried on the new block's model.
@@ -99,6 +109,12 @@ impl Metrics {
             // 10 ms .. ~20 s.
             chat_ttft_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             chat_queue_depth: Gauge::default(),
+            // 1, 2, 4, ... 64 sequences per step.
+            chat_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
+            chat_cancelled: Counter::default(),
+            chat_kv_cache_budget_bytes: Gauge::default(),
+            chat_kv_cache_reserved_bytes: Gauge::default(),
+            chat_kv_cache_allocated_bytes: Gauge::default(),
             compute_seconds: Family::default(),
             // 0.1 ms .. ~3 s.
             miner_switch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -146,6 +162,31 @@ impl Metrics {
             m.chat_ttft_seconds.clone(),
         );
         registry.register("chat_queue_depth", "Chat requests queued or running", m.chat_queue_depth.clone());
+        registry.register(
+            "chat_batch_size",
+            "Sequences per forward pass of the chat engine",
+            m.chat_batch_size.clone(),
+        );
+        registry.register(
+            "chat_cancelled",
+            "Chat generations cancelled because the client went away",
+            m.chat_cancelled.clone(),
+        );
+        registry.register(
+            "chat_kv_cache_budget_bytes",
+            "KV-cache memory budget of the chat engine",
+            m.chat_kv_cache_budget_bytes.clone(),
+        );
+        registry.register(
+            "chat_kv_cache_reserved_bytes",
+            "KV-cache bytes reserved by queued and running chat requests",
+            m.chat_kv_cache_reserved_bytes.clone(),
+        );
+        registry.register(
+            "chat_kv_cache_allocated_bytes",
+            "KV-cache bytes allocated by the chat engine",
+            m.chat_kv_cache_allocated_bytes.clone(),
+        );
         registry.register("compute_seconds", "Seconds of compute by kind of work", m.compute_seconds.clone());
         registry.register(
             "miner_switch_seconds",

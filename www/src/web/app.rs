@@ -294,6 +294,8 @@ fn chat_view(props: &NodesProps) -> Html {
     let convo = use_reducer(load_conversation);
     let abort = use_mut_ref(|| None::<AbortController>);
     let input = use_node_ref();
+    let temperature_input = use_node_ref();
+    let max_tokens_input = use_node_ref();
     let reload = use_state(|| 0u32);
     {
         let options = options.clone();
@@ -318,11 +320,22 @@ fn chat_view(props: &NodesProps) -> Html {
         let selected = selected.clone();
         let abort = abort.clone();
         let input = input.clone();
+        let temperature_input = temperature_input.clone();
+        let max_tokens_input = max_tokens_input.clone();
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let Some(area) = input.cast::<HtmlTextAreaElement>() else { return };
             let prompt = area.value().trim().to_string();
-            let Some(ChatNode { url: node, model, node_key, .. }) = options.get(*selected).cloned() else { return };
+            let Some(ChatNode { url: node, model, node_key, sampling, .. }) = options.get(*selected).cloned() else {
+                return;
+            };
+            // The settings: a number typed by the person wins; else the model's
+            // recommended sampling (SmolLM2: 0.2 / 0.9), else the node's defaults.
+            let typed = |r: &NodeRef| r.cast::<HtmlInputElement>().and_then(|i| i.value().trim().parse::<f64>().ok());
+            let temperature =
+                typed(&temperature_input).map(|t| t.clamp(0.0, 2.0) as f32).or(sampling.map(|s| s.temperature));
+            let top_p = sampling.map(|s| s.top_p);
+            let max_tokens = typed(&max_tokens_input).map_or(256, |m| m.clamp(1.0, 512.0) as u32);
             if prompt.is_empty() || convo.turns.iter().any(|t| t.streaming) {
                 return;
             }
@@ -338,7 +351,9 @@ fn chat_view(props: &NodesProps) -> Html {
                 model: &model,
                 messages: &messages,
                 stream: true,
-                max_tokens: 256,
+                max_tokens,
+                temperature,
+                top_p,
             })
             .unwrap_or_default();
             let idx = convo.turns.len() + 1;
@@ -457,6 +472,16 @@ fn chat_view(props: &NodesProps) -> Html {
             <form class="compose" onsubmit={send}>
                 <label for="chat-input" class="sr-only">{"Your message"}</label>
                 <textarea id="chat-input" ref={input} rows="3" placeholder="Ask something… (Enter sends, Shift+Enter for a new line)" onkeydown={on_key} />
+                <details class="chat-settings">
+                    <summary>{"Settings"}</summary>
+                    <label for="chat-temperature">{"Temperature"}</label>
+                    <input id="chat-temperature" data-testid="chat-temperature" ref={temperature_input} type="number"
+                        min="0" max="2" step="0.1"
+                        placeholder={options.get(*selected).and_then(|o| o.sampling).map_or("node default".to_string(), |s| format!("{} (recommended)", s.temperature))} />
+                    <label for="chat-max-tokens">{"Max tokens"}</label>
+                    <input id="chat-max-tokens" data-testid="chat-max-tokens" ref={max_tokens_input} type="number"
+                        min="1" max="512" step="1" placeholder="256" />
+                </details>
                 <div class="buttons">
                     if streaming {
                         <button type="button" class="danger" onclick={stop} data-testid="chat-stop">{"Stop"}</button>

@@ -36,7 +36,7 @@ impl std::fmt::Display for ChatFailure {
 }
 
 /// A node that serves chat, as it announces itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChatNode {
     /// Base URL.
     pub url: String,
@@ -46,6 +46,8 @@ pub struct ChatNode {
     pub node_key: String,
     /// Generations queued or running there.
     pub demand: u64,
+    /// The model's recommended sampling, if the node announces it.
+    pub sampling: Option<crate::api::Sampling>,
 }
 
 /// The (node, model) pairs the page's nodes and their peers announce: `/api/info`
@@ -63,9 +65,15 @@ pub async fn discover(nodes: &[String]) -> (Vec<ChatNode>, Vec<String>) {
                     let why = info.unavailable().unwrap_or_else(|| "no model".into());
                     notes.push(format!("{} serves no chat ({why})", host_label(n)));
                 }
-                let demand = info.demand();
+                let (demand, sampling) = (info.demand(), info.sampling());
                 for m in info.models {
-                    found.push(ChatNode { url: n.clone(), model: m, node_key: info.node_key.clone(), demand });
+                    found.push(ChatNode {
+                        url: n.clone(),
+                        model: m,
+                        node_key: info.node_key.clone(),
+                        demand,
+                        sampling,
+                    });
                 }
             }
             Err(_) => match get_json::<Models>(&format!("{n}/v1/models")).await {
@@ -74,6 +82,7 @@ pub async fn discover(nodes: &[String]) -> (Vec<ChatNode>, Vec<String>) {
                     model: e.id,
                     node_key: String::new(),
                     demand: 0,
+                    sampling: None,
                 })),
                 Err(e) => notes.push(format!("{}: {e}", host_label(n))),
             },
@@ -97,9 +106,15 @@ pub async fn discover(nodes: &[String]) -> (Vec<ChatNode>, Vec<String>) {
         let info = get_json::<Info>(&format!("{url}/api/info")).await;
         match info {
             Ok(info) => {
-                let demand = info.demand();
+                let (demand, sampling) = (info.demand(), info.sampling());
                 for m in info.models {
-                    found.push(ChatNode { url: url.clone(), model: m, node_key: info.node_key.clone(), demand });
+                    found.push(ChatNode {
+                        url: url.clone(),
+                        model: m,
+                        node_key: info.node_key.clone(),
+                        demand,
+                        sampling,
+                    });
                 }
             }
             Err(_) => notes.push(format!(

@@ -25,8 +25,11 @@ pub fn model_path() -> PathBuf {
 pub fn shared_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        Engine::load(&model_path(), EngineOptions { queue_capacity: 64, ..EngineOptions::default() })
-            .expect("the model loads")
+        Engine::load(
+            &model_path(),
+            EngineOptions { queue_capacity: 64, max_prompt_tokens: 0, ..EngineOptions::default() },
+        )
+        .expect("the model loads")
     })
 }
 
@@ -35,7 +38,7 @@ pub fn user(text: &str) -> Vec<Message> {
 }
 
 pub fn greedy(max_tokens: u32) -> GenerateParams {
-    GenerateParams { max_tokens, temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![] }
+    GenerateParams { max_tokens: Some(max_tokens), temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![] }
 }
 
 /// The result of a whole generation.

@@ -36,28 +36,12 @@ fn fresh_seed() -> u64 {
     u64::from_le_bytes(out)
 }
 
-/// Tokenises, fills in the default `max_tokens` and queues the generation
-/// (blocking: tokenising a long prompt takes a while).
+/// Queues the generation (blocking: it tokenises the prompt, once, bounded by
+/// the context and the node's prompt budget; the engine fills in the default
+/// `max_tokens` from that same tokenisation).
 fn submit(engine: &Engine, request: ChatRequest) -> Result<Generation, ChatApiError> {
-    let max_tokens = match request.max_tokens {
-        Some(m) => m,
-        None => {
-            // OpenAI's default: whatever fits; here also within the node's cap.
-            let prompt = engine.render_prompt(&request.messages);
-            let tokens = engine.tokenizer().encode(&prompt).map_err(|e| ChatApiError::invalid(e, None, None))?.len();
-            let room = engine.context_length().saturating_sub(tokens);
-            if room == 0 {
-                return Err(engine_error(tpow_chat::ChatError::PromptTooLong {
-                    tokens,
-                    max_tokens: 1,
-                    limit: engine.context_length(),
-                }));
-            }
-            u32::try_from(room).unwrap_or(u32::MAX).min(engine.max_tokens_cap())
-        }
-    };
     let params = GenerateParams {
-        max_tokens,
+        max_tokens: request.max_tokens,
         temperature: request.temperature,
         top_p: request.top_p,
         seed: request.seed.unwrap_or_else(fresh_seed),
@@ -73,6 +57,8 @@ impl ChatBackend for LocalBackend {
             kind: "local",
             models: vec![self.engine.model_id().to_string()],
             demand: Some(self.engine.demand().load(Ordering::SeqCst)),
+            engine: Some(self.engine.stats()),
+            sampling: self.engine.recommended_sampling(),
             unavailable: None,
         }
     }

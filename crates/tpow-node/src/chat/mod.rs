@@ -28,7 +28,8 @@ use self::signing::Signer;
 /// The model file the node looks for when `--model` is not given.
 pub const DEFAULT_MODEL_FILE: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Chat options of `tpow-node run`.
+/// Chat options of `tpow-node run`. (Small integer types: this is part of the
+/// `run` command's arguments, whose size clippy weighs against the others'.)
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChatArgs {
     /// GGUF model served on /v1/chat/completions [default: models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -42,15 +43,30 @@ pub struct ChatArgs {
     /// Serve no chat (the chat endpoints answer 503).
     #[arg(long)]
     pub no_chat: bool,
-    /// Chat requests that may wait behind the running one; more get 429.
+    /// Chat requests that may wait beyond the running batch; more get 429.
     #[arg(long, default_value_t = 4)]
     pub chat_queue: usize,
+    /// Chat requests generated together (continuous batching: one forward pass
+    /// per step for all of them).
+    #[arg(long, default_value_t = tpow_chat::DEFAULT_MAX_BATCH as u16)]
+    pub chat_batch: u16,
+    /// KV-cache memory budget of the local engine in MiB (raised if needed to
+    /// hold one largest request). Every request reserves its prompt plus
+    /// `max_tokens` positions (45 KiB each for SmolLM2-135M) while queued or
+    /// running; one that does not fit gets 429 with Retry-After.
+    #[arg(long, default_value_t = (tpow_chat::DEFAULT_KV_CACHE_BYTES >> 20) as u32)]
+    pub kv_cache_mb: u32,
     /// Largest `max_tokens` a chat request may ask for.
     #[arg(long, default_value_t = 512)]
     pub max_tokens_cap: u32,
     /// Threads of the local engine's matmuls (default: all cores).
     #[arg(long)]
-    pub chat_threads: Option<usize>,
+    pub chat_threads: Option<u16>,
+    /// Most prompt tokens one chat request may bring (0: the model's whole
+    /// context). Bounds how long one request keeps the engine, and mining that
+    /// yields to it, busy; longer prompts get 400 `context_length_exceeded`.
+    #[arg(long, default_value_t = tpow_chat::DEFAULT_MAX_PROMPT_TOKENS as u32)]
+    pub max_prompt_tokens: u32,
 }
 
 /// One step of a generation, backend-neutral.
@@ -78,6 +94,10 @@ pub struct BackendInfo {
     pub models: Vec<String>,
     /// Requests queued or running (local engine only).
     pub demand: Option<usize>,
+    /// The local engine's batch and KV cache (None for other backends).
+    pub engine: Option<tpow_chat::EngineStats>,
+    /// Sampling settings recommended for the served model, if known.
+    pub sampling: Option<tpow_chat::SamplingDefaults>,
     /// Why chat is unavailable, if it is.
     pub unavailable: Option<String>,
 }
@@ -104,7 +124,14 @@ pub struct Unavailable(pub String);
 #[async_trait::async_trait]
 impl ChatBackend for Unavailable {
     fn info(&self) -> BackendInfo {
-        BackendInfo { kind: "none", models: Vec::new(), demand: None, unavailable: Some(self.0.clone()) }
+        BackendInfo {
+            kind: "none",
+            models: Vec::new(),
+            demand: None,
+            engine: None,
+            sampling: None,
+            unavailable: Some(self.0.clone()),
+        }
     }
     async fn list_models(&self) -> Result<Value, ChatApiError> {
         Err(ChatApiError::unavailable(&self.0))
@@ -121,23 +148,72 @@ pub struct ChatState {
 }
 
 impl ChatState {
-    /// `chat` of `GET /api/info`.
+    /// `chat` of `GET /api/info`. `sampling` is the served model's recommended
+    /// settings (the web app's defaults); `engine` the local engine's batch and
+    /// KV-cache use.
     pub fn info_json(&self) -> Value {
         let i = self.backend.info();
         json!({
             "backend": i.kind,
             "models": i.models,
             "demand": i.demand,
+            "sampling": i.sampling.map(sampling_json),
+            "engine": i.engine.map(|e| json!({
+                "active": e.active,
+                "queued": e.queued,
+                "max_batch": e.max_batch,
+                "kv_cache_budget_bytes": e.kv_budget_bytes,
+                "kv_cache_reserved_bytes": e.kv_reserved_bytes,
+                "kv_cache_allocated_bytes": e.kv_allocated_bytes,
+                "kv_cache_bytes_per_token": e.kv_bytes_per_token,
+                "cancelled_generations": e.cancelled,
+                "cancelled_tokens": e.cancelled_tokens,
+            })),
             "unavailable": i.unavailable,
         })
     }
 }
 
-/// `/v1/models` body for a list of ids.
+/// `{"temperature", "top_p"}` of recommended sampling settings.
+pub fn sampling_json(d: tpow_chat::SamplingDefaults) -> Value {
+    // f32 -> f64 through the decimal text, so 0.2 stays 0.2 in JSON.
+    let num = |x: f32| x.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null);
+    json!({ "temperature": num(d.temperature), "top_p": num(d.top_p) })
+}
+
+/// `/v1/models` body for a list of ids. A model with known recommended sampling
+/// settings carries them as `recommended_sampling` (an extension; OpenAI clients
+/// ignore unknown fields).
 pub fn models_json(ids: &[String]) -> Value {
-    let data: Vec<Value> =
-        ids.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "tpow" })).collect();
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut m = json!({ "id": id, "object": "model", "created": 0, "owned_by": "tpow" });
+            if let Some(d) = tpow_chat::recommended_sampling(id) {
+                m["recommended_sampling"] = sampling_json(d);
+            }
+            m
+        })
+        .collect();
     json!({ "object": "list", "data": data })
+}
+
+/// Where the engine's reports go: the batch size of every step, the KV cache's
+/// use, and cancelled generations (their tokens counted with the generated tokens;
+/// the routes count finished ones from their usage).
+fn engine_hook(ev: &tpow_chat::EngineEvent) {
+    let m = crate::metrics::get();
+    match *ev {
+        tpow_chat::EngineEvent::Step { sequences, kv_reserved_bytes, kv_allocated_bytes, .. } => {
+            m.chat_batch_size.observe(sequences as f64);
+            m.chat_kv_cache_reserved_bytes.set(i64::try_from(kv_reserved_bytes).unwrap_or(i64::MAX));
+            m.chat_kv_cache_allocated_bytes.set(i64::try_from(kv_allocated_bytes).unwrap_or(i64::MAX));
+        }
+        tpow_chat::EngineEvent::Cancelled { completion_tokens, .. } => {
+            m.chat_cancelled.inc();
+            m.chat_tokens.inc_by(u64::from(completion_tokens));
+        }
+    }
 }
 
 /// The model file to load: the explicit one, else the default in the working
@@ -184,7 +260,12 @@ pub async fn setup(args: &ChatArgs, keypair: &libp2p::identity::Keypair) -> anyh
         let options = tpow_chat::EngineOptions {
             queue_capacity: args.chat_queue,
             max_tokens_cap: args.max_tokens_cap,
-            threads: args.chat_threads,
+            threads: args.chat_threads.map(usize::from),
+            max_prompt_tokens: args.max_prompt_tokens as usize,
+            max_batch: usize::from(args.chat_batch),
+            kv_cache_bytes: (args.kv_cache_mb as usize).saturating_mul(1 << 20),
+            hook: Some(Arc::new(engine_hook)),
+            ..tpow_chat::EngineOptions::default()
         };
         let started = std::time::Instant::now();
         let load_path = path.clone();
@@ -197,6 +278,9 @@ pub async fn setup(args: &ChatArgs, keypair: &libp2p::identity::Keypair) -> anyh
                     "chat: model loaded in {:.1}s",
                     started.elapsed().as_secs_f64()
                 );
+                crate::metrics::get()
+                    .chat_kv_cache_budget_bytes
+                    .set(i64::try_from(engine.stats().kv_budget_bytes).unwrap_or(i64::MAX));
                 Arc::new(local::LocalBackend::new(Arc::new(engine)))
             }
             Ok(Err(e)) => {

@@ -72,6 +72,28 @@ impl ChatApiError {
         e
     }
 
+    /// 429: the node is busy with other requests (tokenizer slots, KV-cache
+    /// budget); retry shortly.
+    pub fn busy(message: impl Into<String>) -> Self {
+        let mut e = ChatApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+        e.code = Some("server_busy".into());
+        e.retry_after = Some(RETRY_AFTER_SECS);
+        e
+    }
+
+    /// 415: the body is not declared as JSON. Only `application/json` is read:
+    /// a web page can send `text/plain` (or a form) to any origin without a CORS
+    /// preflight, and so could make visitors' browsers start generations here.
+    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+        let message = match got {
+            Some(t) => format!("the body must be JSON sent as Content-Type: application/json, not {t:?}"),
+            None => "the body must be JSON sent as Content-Type: application/json".to_string(),
+        };
+        let mut e = ChatApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", message);
+        e.code = Some("unsupported_media_type".into());
+        e
+    }
+
     /// 503: no engine can serve the request, with the reason.
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = ChatApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message);
@@ -118,12 +140,22 @@ pub fn engine_error(e: tpow_chat::ChatError) -> ChatApiError {
     let msg = e.to_string();
     match e {
         E::EmptyMessages => ChatApiError::invalid(msg, Some("messages"), None),
-        E::PromptTooLong { .. } => ChatApiError::invalid(msg, Some("messages"), Some("context_length_exceeded")),
+        E::PromptTooLong { .. } | E::PromptOverBudget { .. } => {
+            ChatApiError::invalid(msg, Some("messages"), Some("context_length_exceeded"))
+        }
         E::MaxTokensOverCap { .. } => ChatApiError::invalid(msg, Some("max_tokens"), None),
         E::InvalidParam(_) => ChatApiError::invalid(msg, None, None),
         E::QueueFull => ChatApiError::queue_full(),
+        E::Busy | E::KvCacheFull { .. } => ChatApiError::busy(msg),
         E::Stopped | E::Load { .. } => ChatApiError::unavailable(msg),
     }
+}
+
+/// Whether a `Content-Type` value names JSON: `application/json`, any case,
+/// parameters (`; charset=utf-8`) allowed.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// A validated chat-completion request.
@@ -490,6 +522,28 @@ mod tests {
     }
 
     #[test]
+    fn only_json_content_types() {
+        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", " application/json ;x=y"]
+        {
+            assert!(is_json_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "",
+            "application/jsonp",
+            "application/json-seq",
+        ] {
+            assert!(!is_json_content_type(bad), "{bad}");
+        }
+        let e = ChatApiError::unsupported_media_type(Some("text/plain"));
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(e.body_json()["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
     fn queue_full_carries_retry_after() {
         let res = ChatApiError::queue_full().into_response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -501,7 +555,10 @@ mod tests {
         use tpow_chat::ChatError as E;
         let cases = [
             (E::EmptyMessages, StatusCode::BAD_REQUEST),
-            (E::PromptTooLong { tokens: 9000, max_tokens: 1, limit: 8192 }, StatusCode::BAD_REQUEST),
+            (E::PromptTooLong { tokens: 9000, at_least: true, max_tokens: 1, limit: 8192 }, StatusCode::BAD_REQUEST),
+            (E::PromptOverBudget { tokens: 5000, at_least: true, budget: 4096 }, StatusCode::BAD_REQUEST),
+            (E::Busy, StatusCode::TOO_MANY_REQUESTS),
+            (E::KvCacheFull { needed: 2, free: 1, budget: 3 }, StatusCode::TOO_MANY_REQUESTS),
             (E::MaxTokensOverCap { asked: 9, cap: 8 }, StatusCode::BAD_REQUEST),
             (E::InvalidParam("x".into()), StatusCode::BAD_REQUEST),
             (E::QueueFull, StatusCode::TOO_MANY_REQUESTS),

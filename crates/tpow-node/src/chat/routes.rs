@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +22,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::openai::{
-    chunk_json, completion_json, parse_request, usage_chunk_json, ChatApiError, Usage, MAX_BODY_BYTES,
+    chunk_json, completion_json, is_json_content_type, parse_request, usage_chunk_json, ChatApiError, Usage,
+    MAX_BODY_BYTES,
 };
 use super::signing::{Receipt, Signer};
 use super::{ChatState, Piece};
@@ -71,8 +71,13 @@ fn set_header(res: &mut Response, name: &'static str, value: &str) {
     }
 }
 
-async fn completions(State(s): State<Arc<ChatState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+async fn completions(State(s): State<Arc<ChatState>>, request: Request) -> Response {
+    // The media type first: a body not declared as JSON is refused unread.
+    let content_type = request.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
+    if !content_type.is_some_and(is_json_content_type) {
+        return ChatApiError::unsupported_media_type(content_type).into_response();
+    }
+    let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
         Err(r) => return ChatApiError::body(r.status(), r.body_text()).into_response(),
     };

@@ -129,6 +129,8 @@ impl ChatBackend for UpstreamBackend {
             kind: "upstream",
             models: self.models.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             demand: None,
+            engine: None,
+            sampling: None,
             unavailable: None,
         }
     }
