@@ -557,9 +557,15 @@ impl<P: Platform> Client<P> {
         let body = self.fetch(node, &path, wire::max_fly_bytes(tip)).await?;
         let fly = wire::parse_flyclient(&body, tip, last).map_err(nf)?;
         // The answer must be about the tip the node announced before it saw the
-        // seed: answering for another tip would let it choose among prepared forks.
+        // seed: answering for another tip would let it choose among prepared forks,
+        // so such an answer is never used. It is not proof of lying either (an
+        // honest node may have reorganised meanwhile), so the node is not flagged:
+        // the next sync asks again.
         if fly.tip_id != claim.id {
-            return Err(nf(NodeFault::Mismatch { height: tip, what: "sample answered for another tip id".into() }));
+            return Err(LightError::Network {
+                node: node.into(),
+                message: format!("its chain moved at height {tip} between its tip and the sample; retrying later"),
+            });
         }
         progress(&Progress { phase: "flyclient", node: node.into(), done: 0, total: 0, height: Some(tip) });
         for (i, h) in fly.last.iter().enumerate() {

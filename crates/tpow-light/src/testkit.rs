@@ -194,6 +194,9 @@ pub enum Lie {
     Down,
     /// Says in `/api/chain` that it follows another genesis.
     OtherGenesis,
+    /// Answers the sample for another tip id (what an honest node does when it
+    /// reorganised between announcing its tip and answering).
+    MovedTip,
 }
 
 /// An in-memory node.
@@ -293,7 +296,10 @@ impl FakeNode {
                 hex::decode_to_slice(seed.ok_or("400 missing seed")?, &mut seed_bytes)
                     .map_err(|e| format!("400 seed: {e}"))?;
                 let first_last = at + 1 - last;
-                let tip_id = self.header(at).id();
+                let mut tip_id = self.header(at).id();
+                if self.lie == Lie::MovedTip {
+                    tip_id[0] ^= 1;
+                }
                 let below = if first_last == 0 { U256::ZERO } else { self.chain.total_work[first_last as usize - 1] };
                 let checked = self.chain.total_work[at as usize] - below;
                 let draws = tpow_core::flyclient::draw_count(tpow_core::flyclient::levels(&checked, &below), security);

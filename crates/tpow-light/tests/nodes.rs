@@ -219,3 +219,15 @@ fn verify_header_checks_one_header() {
     assert!(matches!(block_on(client.verify_header(&forged.encode())), Err(LightError::Header(_))));
     assert!(matches!(block_on(client.verify_header(&h.encode()[..100])), Err(LightError::Decode(_))));
 }
+
+/// A node whose best chain moved between announcing its tip and answering the
+/// sample (an honest reorganisation) is not believed for that answer, and not
+/// flagged as a liar either: its chain is simply not adopted this round.
+#[test]
+fn a_sample_for_another_tip_is_refused_without_flagging_the_node() {
+    let p = params();
+    let (client, honest) = against_liar(chain(&p, 300), Lie::MovedTip, sampled());
+    assert_eq!(client.tip().id, hex::encode(honest.tip.id), "the honest chain is adopted");
+    let state = &client.nodes()[0].state;
+    assert!(matches!(state, NodeState::Unreachable(m) if m.contains("moved")), "{state:?}");
+}
