@@ -115,7 +115,7 @@ async function cleanup() {
   try { process.kill(-devnet.pid, 'SIGINT'); } catch {}
   await sleep(1500);
   try { process.kill(-devnet.pid, 'SIGKILL'); } catch {}
-  rmSync(dataDir, { recursive: true, force: true });
+  try { rmSync(dataDir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 }); } catch {}
 }
 
 try {

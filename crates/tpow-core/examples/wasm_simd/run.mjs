@@ -81,6 +81,12 @@ if (!chromium) {
   browser.kill();
   await exited;
   server.close();
-  rmSync(profile, { recursive: true, force: true });
+  // Chromium's helper processes can still be writing to the profile after the main
+  // process exits: retry, and never let the cleanup decide the verdict.
+  try {
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  } catch (e) {
+    console.error(`note: could not remove ${profile} (${e.code})`);
+  }
   process.exit(ok ? 0 : 1);
 }
