@@ -366,15 +366,16 @@ impl PendingBranch {
     }
 
     /// The verified headers, parent first, given every computed digest in header
-    /// order.
-    pub fn complete(self, digests: &[[u8; 32]]) -> Result<Vec<VerifiedHeader>, BranchError> {
+    /// order. Borrows the branch, so a caller can still name the header that failed;
+    /// the verified headers are small copies (no MMR peaks).
+    pub fn complete(&self, digests: &[[u8; 32]]) -> Result<Vec<VerifiedHeader>, BranchError> {
         if digests.len() != self.entries.len() {
             return Err(BranchError::NotContiguous(digests.len().min(self.entries.len())));
         }
         for (i, d) in digests.iter().enumerate() {
             self.check_digest(i, d)?;
         }
-        Ok(self.entries.into_iter().map(|e| VerifiedHeader { header: e.header, id: e.id, target: e.target }).collect())
+        Ok(self.entries.iter().map(|e| VerifiedHeader { header: e.header, id: e.id, target: e.target }).collect())
     }
 }
 

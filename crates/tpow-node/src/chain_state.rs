@@ -280,7 +280,7 @@ impl ChainState {
         let old_height = self.chain.height();
         let mut lowest_fork: Option<u64> = None;
         let mut new_rows: Vec<(u64, Header, BlockId, Vec<u8>)> = Vec::new();
-        let verified = match prepared.branch.clone().complete(digests) {
+        let verified = match prepared.branch.complete(digests) {
             Ok(v) => v,
             Err(e) => {
                 out.error = Some(self.note_failed(e, &prepared));
