@@ -1,191 +1,23 @@
-/* tslint:disable */
-/* eslint-disable */
+/* The package's entry point (tpow_light.js): the wasm-bindgen glue's exports, and an
+ * `init` that picks the WebAssembly build (simd128 where supported, else portable). */
+import type { InitInput, InitOutput } from "./tpow_light_glue.js";
 
-/** Options of `LightClient.create`. */
-export interface LightOptions {
-    /** Node base URLs, e.g. `http://127.0.0.1:8645`. */
-    nodes: string[];
-    /** `devnet` (default) or `mainnet`. */
-    chain?: "devnet" | "mainnet";
-    /** Genesis time of a devnet started with `--genesis-time-ms`; omitted on a devnet: adopted from the first node. */
-    genesisTimeMs?: number;
-    /** `sampled` (default: last k + FlyClient sample) or `full` (every header). */
-    mode?: "sampled" | "full";
-    /** Sampled mode: newest headers checked fully (1..=100, default 100). */
-    last?: number;
-    /** Sampled mode: security level in bits (1..=128, default 50); the draw count follows from it (PROTOCOL.md §16). */
-    securityBits?: number;
-    /** Use WebGPU when the browser offers an adapter (default true). */
-    gpu?: boolean;
-    /** URL of `tpow_light_worker.js`: CPU passes then run in a Web Worker. */
-    workerUrl?: string;
-    /** Keep verified state in IndexedDB and resume from it (default true). */
-    persist?: boolean;
-    /** A header every accepted chain must contain. */
-    checkpointHeight?: number;
-    checkpointId?: string;
-}
-export type Backend = "web-gpu" | "cpu-worker" | "cpu-wasm" | "cpu-native";
-export interface TipSummary { height: number; id: string; total_work: string; timestamp_ms: number; header: string; }
-export interface VerifiedRecord { height: number; id: string; backend: Backend; ms: number; check: "linked" | "sampled" | "detached"; node: string; }
-export interface NodeStatus {
-    url: string;
-    state: "unknown" | "ok" | "behind" | "unreachable" | "invalid";
-    /** Why, for `unreachable` and `invalid` (a node flagged for serving invalid data). */
-    detail?: string;
-    claimed_height?: number;
-    claimed_work?: string;
-}
-export interface Progress { phase: "tips" | "headers" | "flyclient" | "verify" | "done"; node: string; done: number; total: number; height?: number; }
-export interface SyncReport { tip: TipSummary; passes: number; bytes: number; ms: number; nodes: NodeStatus[]; }
-export interface Stats { passes: number; bytes: number; headers_checked: number; requests: number; }
-/** What `sync`, `verifyHeader` and `create` reject with: an `Error` with these fields. */
-export interface LightClientError extends Error {
-    /** `invalid-data` (the node lied or sent garbage), `network`, `no-valid-chain`, `decode`, `invalid-header`, `engine`, `config`, `busy`. */
-    kind: string;
-    /** The node blamed, if any. */
-    node?: string;
-}
+export * from "./tpow_light_glue.js";
 
+/** Which WebAssembly build `init` loads: `auto` (simd128 where the engine supports it), `simd128` or `portable`. */
+export type KernelChoice = "auto" | "simd128" | "portable";
 
+/** Whether this engine runs WebAssembly SIMD (simd128): `WebAssembly.validate` of a tiny SIMD module. */
+export function simdSupported(): boolean;
+
+/** The URL of the build `init` loads for `kernel` (default `auto`). */
+export function wasmUrl(kernel?: KernelChoice): URL;
 
 /**
- * The tpow light client (see pkg/README.md).
+ * Loads the WebAssembly module; await it once before anything else. `init()` picks
+ * the build, `init({ kernel: "portable" })` forces one, `module_or_path` loads exactly
+ * that module. `kernel()` then says which kernel runs.
  */
-export class LightClient {
-    private constructor();
-    free(): void;
-    [Symbol.dispose](): void;
-    /**
-     * Creates a client. Rejects with a `LightClientError` on bad options.
-     */
-    static create(options: LightOptions): Promise<LightClient>;
-    /**
-     * One forward pass of (`prevId`, `template`, `nonce`) on `backend`
-     * (`web-gpu`, `cpu-worker`, `cpu-wasm`): resolves with `{digest, ms}`. For
-     * benchmarks and for checking that the engines agree.
-     */
-    digestOn(backend: string, prev_id: string, template: string, nonce: string): Promise<{digest: string, ms: number}>;
-    /**
-     * Node statuses (a node that served invalid data has `state: "invalid"`).
-     */
-    nodes(): NodeStatus[];
-    /**
-     * Recently verified headers, newest last, with backend and milliseconds.
-     */
-    recent(): VerifiedRecord[];
-    /**
-     * Counters since creation.
-     */
-    stats(): Stats;
-    /**
-     * Calls `callback(tip)` for every new verified best tip, following the nodes'
-     * WebSockets. Returns an id for `unsubscribe`.
-     */
-    subscribe(callback: (tip: TipSummary) => void): number;
-    /**
-     * Verifies the best chain the nodes serve; `onProgress` (optional) gets a `Progress`
-     * after every request and forward pass. Resolves with a `SyncReport`.
-     */
-    sync(onProgress?: Function | null): Promise<SyncReport>;
-    /**
-     * The best verified tip.
-     */
-    tip(): TipSummary;
-    /**
-     * Stops a subscription; the last one closes the WebSockets.
-     */
-    unsubscribe(id: number): void;
-    /**
-     * Verifies one 192-byte header (parent-linked if the client holds the parent,
-     * else the detached checks) and its forward pass.
-     */
-    verifyHeader(bytes: Uint8Array | number[]): Promise<VerifiedRecord>;
-    /**
-     * The WebGPU adapter in use, if any.
-     */
-    readonly adapter: string | undefined;
-    /**
-     * The engine passes go to first: `web-gpu`, `cpu-worker` or `cpu-wasm`.
-     */
-    readonly backend: Backend;
-    /**
-     * Why WebGPU is not used, if it was tried.
-     */
-    readonly gpuError: string | undefined;
-}
-
-/**
- * The CPU forward pass of an encoded pass request (the worker's entry point):
- * returns the 32-byte output digest. Throws on a malformed request.
- */
-export function cpuDigest(input: Uint8Array | number[]): Uint8Array;
-
-/**
- * The output digest of one forward pass on the CPU, for the test vectors:
- * `chain` is `devnet` or `mainnet`, the rest as in the vector files.
- */
-export function vectorDigest(chain: string, prev_id: string, template: string, nonce: string): string;
-
-export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
-
-export interface InitOutput {
-    readonly memory: WebAssembly.Memory;
-    readonly __wbg_lightclient_free: (a: number, b: number) => void;
-    readonly cpuDigest: (a: number, b: number) => [number, number, number, number];
-    readonly lightclient_adapter: (a: number) => [number, number];
-    readonly lightclient_backend: (a: number) => any;
-    readonly lightclient_create: (a: any) => any;
-    readonly lightclient_digestOn: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number) => any;
-    readonly lightclient_gpuError: (a: number) => [number, number];
-    readonly lightclient_nodes: (a: number) => any;
-    readonly lightclient_recent: (a: number) => any;
-    readonly lightclient_stats: (a: number) => any;
-    readonly lightclient_subscribe: (a: number, b: any) => number;
-    readonly lightclient_sync: (a: number, b: number) => any;
-    readonly lightclient_tip: (a: number) => any;
-    readonly lightclient_unsubscribe: (a: number, b: number) => void;
-    readonly lightclient_verifyHeader: (a: number, b: number, c: number) => any;
-    readonly vectorDigest: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => [number, number, number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48: (a: number, b: number, c: any, d: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079_23: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079_24: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_18: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_22: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_21: (a: number, b: number, c: any) => void;
-    readonly __wbindgen_malloc: (a: number, b: number) => number;
-    readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
-    readonly __wbindgen_free: (a: number, b: number, c: number) => void;
-    readonly __wbindgen_exn_store: (a: number) => void;
-    readonly __externref_table_alloc: () => number;
-    readonly __wbindgen_externrefs: WebAssembly.Table;
-    readonly __wbindgen_destroy_closure: (a: number, b: number) => void;
-    readonly __externref_table_dealloc: (a: number) => void;
-    readonly __wbindgen_start: () => void;
-}
-
-export type SyncInitInput = BufferSource | WebAssembly.Module;
-
-/**
- * Instantiates the given `module`, which can either be bytes or
- * a precompiled `WebAssembly.Module`.
- *
- * @param {{ module: SyncInitInput }} module - Passing `SyncInitInput` directly is deprecated.
- *
- * @returns {InitOutput}
- */
-export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
-
-/**
- * If `module_or_path` is {RequestInfo} or {URL}, makes a request and
- * for everything else, calls `WebAssembly.instantiate` directly.
- *
- * @param {{ module_or_path: InitInput | Promise<InitInput> }} module_or_path - Passing `InitInput` directly is deprecated.
- *
- * @returns {Promise<InitOutput>}
- */
-export default function __wbg_init (module_or_path?: { module_or_path: InitInput | Promise<InitInput> } | InitInput | Promise<InitInput>): Promise<InitOutput>;
+export default function init(
+  options?: { module_or_path?: InitInput | Promise<InitInput>; kernel?: KernelChoice } | InitInput | Promise<InitInput>,
+): Promise<InitOutput>;

@@ -3,6 +3,7 @@
 export const memory: WebAssembly.Memory;
 export const __wbg_lightclient_free: (a: number, b: number) => void;
 export const cpuDigest: (a: number, b: number) => [number, number, number, number];
+export const kernel: () => [number, number];
 export const lightclient_adapter: (a: number) => [number, number];
 export const lightclient_backend: (a: number) => any;
 export const lightclient_create: (a: any) => any;
@@ -20,13 +21,13 @@ export const vectorDigest: (a: number, b: number, c: number, d: number, e: numbe
 export const wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48: (a: number, b: number, c: any, d: any) => void;
 export const wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b: (a: number, b: number, c: any) => [number, number];
 export const wasm_bindgen__convert__closures_____invoke__h799959af17579079: (a: number, b: number, c: any) => [number, number];
-export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_23: (a: number, b: number, c: any) => [number, number];
 export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_24: (a: number, b: number, c: any) => [number, number];
+export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_25: (a: number, b: number, c: any) => [number, number];
 export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615: (a: number, b: number, c: any) => void;
-export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_18: (a: number, b: number, c: any) => void;
-export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_22: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_19: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_23: (a: number, b: number, c: any) => void;
 export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041: (a: number, b: number, c: any) => void;
-export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_21: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22: (a: number, b: number, c: any) => void;
 export const __wbindgen_malloc: (a: number, b: number) => number;
 export const __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
 export const __wbindgen_free: (a: number, b: number, c: number) => void;

@@ -7,6 +7,9 @@
 // nodes with ?nodes=...; with --served-by-node it is opened from node 0 itself),
 // then checks the chain view, the chat and the miner, saving a screenshot of
 // each view into tests/e2e/screenshots/. Exit status 0 only if every check passed.
+// The app ships a portable and a simd128 build of each module (scripts/build-web.sh):
+// Chromium must get the simd128 ones; a page opened with ?kernel=portable (and
+// ?gpu=0: the verifier on the CPU) must verify and mine with the portable ones.
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -149,6 +152,12 @@ try {
   });
   log(`opening ${pageUrl}`);
   await page.goto(pageUrl);
+  const kernelOf = (p) => p.evaluate(async () => {
+    for (let i = 0; i < 100 && !window.wasmBindings; i++) await new Promise((r) => setTimeout(r, 100));
+    return window.wasmBindings?.kernel();
+  });
+  const kernel = await kernelOf(page);
+  check(kernel === 'simd128', `Chromium loads the app's simd128 build (kernel ${kernel})`);
 
   // ---- chain view
   const pageHeight = async () => Number.parseInt((await page.textContent('[data-testid=tip-height]')) ?? '', 10);
@@ -174,8 +183,13 @@ try {
   await page.screenshot({ path: join(shots, 'chain.png'), fullPage: true });
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
-  await phone.goto(pageUrl);
+  // The phone page verifies on the CPU (?gpu=0): the simd128 kernel in the page.
+  await phone.goto(`${pageUrl}&gpu=0`);
   await until('the phone page to catch up', async () => (await phone.textContent('[data-testid=sync-text]'))?.includes('(100 %)'), 120_000);
+  const phoneEngine = await phone.textContent('[data-testid=engine]');
+  check(/CPU \(wasm simd128/.test(phoneEngine ?? ''), `?gpu=0 verifies every header on the CPU with the simd128 kernel (${phoneEngine})`);
+  const phoneFailed = await phone.$$eval('[data-testid=headers] tr[data-status=failed]', (r) => r.length);
+  check(phoneFailed === 0, `simd128 verifier: no header marked failed (${phoneFailed})`);
   const phoneWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
   check(phoneWidth <= 390, `no sideways scrolling of the page on a phone (width ${phoneWidth})`);
   await phone.screenshot({ path: join(shots, 'chain-phone.png'), fullPage: true });
@@ -244,6 +258,37 @@ try {
   await sleep(8000);
   const later = await sharesAt();
   check(later === afterStop, `no shares after stopping (${afterStop} -> ${later})`);
+
+  // ---- the CPU miner: the worker loads the simd128 module, its shares are accepted
+  const mineOnCpu = async (p, label) => {
+    await p.click('#tab-miner');
+    await p.selectOption('[data-testid=miner-backend]', 'cpu');
+    const start = await sharesAt();
+    await p.click('[data-testid=miner-toggle]');
+    const engineText = async () => p.$$eval('.stats div', (d) => d.map((x) => x.textContent).join(' | '));
+    const engineOk = await until(`the ${label} CPU miner's engine`, async () => (await engineText()).includes(`CPU (wasm ${label})`), 60_000).catch(() => false);
+    const shares = await until(`shares from the ${label} CPU miner`, async () => ((await sharesAt()) > start ? await sharesAt() : false), 90_000).catch(() => false);
+    log(`${label} CPU miner panel: ${await engineText()}`);
+    await p.click('[data-testid=miner-toggle]');
+    check(engineOk !== false, `the CPU miner's worker runs the ${label} kernel`);
+    check(shares !== false, `the ${label} CPU miner's shares are accepted (${start} -> ${shares})`);
+  };
+  await mineOnCpu(page, 'simd128');
+
+  // ---- the fallback: the portable modules, forced
+  const portable = await context.newPage();
+  portable.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await portable.goto(`${pageUrl}&kernel=portable&gpu=0`);
+  const pk = await kernelOf(portable);
+  check(pk === 'portable', `?kernel=portable loads the portable build (kernel ${pk})`);
+  await until('the portable page to catch up', async () => (await portable.textContent('[data-testid=sync-text]'))?.includes('(100 %)'), 120_000).catch((e) => log(String(e)));
+  const pEngine = await portable.textContent('[data-testid=engine]');
+  const pVerified = await portable.$$eval('[data-testid=headers] tr[data-status=verified]', (r) => r.length);
+  const pFailed = await portable.$$eval('[data-testid=headers] tr[data-status=failed]', (r) => r.length);
+  check(/CPU \(wasm portable/.test(pEngine ?? '') && pVerified >= 3 && pFailed === 0,
+    `the portable verifier checks the headers (${pEngine}; ${pVerified} verified, ${pFailed} failed)`);
+  await mineOnCpu(portable, 'portable');
+  await portable.close();
 
   const unexpected = consoleErrors.filter((e) => !(expected.length && /503/.test(e)));
   check(unexpected.length === 0, `no errors in the page console${unexpected.length ? ': ' + unexpected.slice(0, 5).join(' / ') : ''}`);

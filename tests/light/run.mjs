@@ -1,13 +1,23 @@
 // Browser end-to-end test of the light client (pkg/) against a real devnet node,
 // in headless Chromium driven by playwright-core:
 //   node tests/light/run.mjs [--blocks N] [--bench] [--require-webgpu] [--node-bin PATH]
+//                            [--data-dir DIR] [--mine-secs S] [--no-full] [--runs N]
 // It starts `tpow-node run` (devnet, genesis a day back so mining is cheap), a
 // lying node (a proxy that inflates the announced work and forges the tip's
 // output digest), serves pkg/ and page.html, then in the page: syncs with WebGPU
 // and with the CPU worker, checks both engines give the header's digest, flags
 // the liar, resumes from IndexedDB, follows the tip and verifies single headers.
+// The page loads pkg/ as users do (`init()`: the simd128 build in Chromium); a
+// second page forces the portable build (`?kernel=portable`, worker included) and
+// must verify the same headers and vectors.
 // --bench: a 10,000-header chain, cold syncs in sampled and full mode and the
-// time to verify one mainnet header (test vector) per engine; prints JSON.
+// time to verify one mainnet header (test vector) per engine; prints JSON. Per
+// kernel (simd128, portable): the mainnet header on cpu-wasm and cpu-worker
+// (median of --runs, default 7) and a sampled cold sync on the CPU worker.
+//   --data-dir DIR   keep the chain in DIR (its genesis in DIR/genesis-ms) and reuse it
+//   --mine-secs S    stop mining after S seconds even below --blocks (a chain as long
+//                    as S seconds of mining give)
+//   --no-full        skip the full sync (long chains)
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -24,6 +34,13 @@ const BENCH = flag("--bench");
 const BLOCKS = Number(opt("--blocks", BENCH ? "10000" : "300"));
 const NODE_BIN = opt("--node-bin", path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "debug/tpow-node"));
 const REQUIRE_WEBGPU = flag("--require-webgpu");
+const DATA_DIR = opt("--data-dir", null);
+const MINE_SECS = Number(opt("--mine-secs", "0"));
+const FULL = !flag("--no-full");
+const RUNS = Number(opt("--runs", "7"));
+// Vector files with their u64 nonces as strings (JSON numbers lose precision above 2^53).
+const vectors = (name) =>
+  JSON.parse(fs.readFileSync(path.join(ROOT, "tests/vectors", name), "utf8").replace(/"nonce": (\d+)/g, '"nonce": "$1"')).cases;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error("[light-test]", ...a);
 
@@ -97,14 +114,17 @@ function startStatic() {
   return new Promise((r) => server.listen(0, "127.0.0.1", () => r({ server, url: `http://127.0.0.1:${server.address().port}` })));
 }
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tpow-light-"));
-const genesis = Date.now() - 86_400_000;
+const dir = DATA_DIR ? (fs.mkdirSync(DATA_DIR, { recursive: true }), DATA_DIR) : fs.mkdtempSync(path.join(os.tmpdir(), "tpow-light-"));
+const genesisFile = path.join(dir, "genesis-ms");
+const genesis = fs.existsSync(genesisFile) ? Number(fs.readFileSync(genesisFile, "utf8")) : Date.now() - 86_400_000;
+fs.writeFileSync(genesisFile, String(genesis));
 let node = await startNode(dir, genesis, true);
 log("node", node.url, "mining to height", BLOCKS);
 const t0 = Date.now();
 for (;;) {
   const t = await tipOf(node.url);
   if (t.height >= BLOCKS) break;
+  if (MINE_SECS && Date.now() - t0 > MINE_SECS * 1000) break;
   if (Date.now() - t0 > 1_800_000) throw new Error("mining too slow");
   await sleep(500);
 }
@@ -128,21 +148,34 @@ page.on("console", (m) => log("page:", m.text()));
 page.on("pageerror", (e) => log("page error:", e.message));
 await page.goto(site.url + "/");
 await page.waitForFunction(() => document.getElementById("status").textContent === "ready", null, { timeout: 60_000 });
-const cfg = { honest: node.url, liar: liar.url, genesis, blocks: BLOCKS, bench: BENCH, worker: site.url + "/pkg/tpow_light_worker.js" };
-const mainnet = JSON.parse(fs.readFileSync(path.join(ROOT, "tests/vectors/mainnet.json"), "utf8")).cases[0];
-const devnetCase = JSON.parse(fs.readFileSync(path.join(ROOT, "tests/vectors/devnet.json"), "utf8")).cases[1];
+const cfg = { honest: node.url, liar: liar.url, genesis, blocks: BLOCKS, bench: BENCH, full: FULL, runs: RUNS, worker: site.url + "/pkg/tpow_light_worker.js" };
+const mainnet = vectors("mainnet.json")[0];
+const devnetCase = vectors("devnet.json")[1];
 
 const result = await page.evaluate(async ({ cfg, mainnet, devnetCase }) => {
   const { LightClient, vectorDigest } = window.tpow;
   const out = { checks: [] };
   const check = (name, ok, detail) => out.checks.push({ name, ok: !!ok, detail: detail === undefined ? "" : String(detail) });
+
+  // The build init() picked: simd128 (Chromium has WebAssembly SIMD), here and in the worker.
+  out.kernel = window.tpow.kernel();
+  check("Chromium supports WebAssembly SIMD and init() loads the simd128 build", window.tpow.simdSupported() && out.kernel === "simd128", out.kernel);
+  const workerKernel = (url) => new Promise((resolve) => {
+    const w = new Worker(url, { type: "module" });
+    w.onmessage = (e) => { w.terminate(); resolve(e.data.kernel ?? e.data.error); };
+    w.onerror = (e) => { w.terminate(); resolve("worker error: " + e.message); };
+    w.postMessage({ id: 0, query: "kernel" });
+  });
+  out.workerKernel = await workerKernel(cfg.worker);
+  check("the CPU worker loads the simd128 build too", out.workerKernel === "simd128", out.workerKernel);
+  check("mainnet vector in page wasm", vectorDigest("mainnet", mainnet.prev_id, mainnet.template, mainnet.nonce) === mainnet.output_digest);
   const base = { chain: "devnet", genesisTimeMs: cfg.genesis, workerUrl: cfg.worker };
   const hdr = (hex) => ({ prevId: hex.slice(24, 88), template: hex.slice(0, 304),
     nonce: new DataView(Uint8Array.from(hex.slice(304, 320).match(/../g).map((b) => parseInt(b, 16))).buffer).getBigUint64(0, true).toString(),
     digest: hex.slice(320, 384) });
 
   // Vectors through the page's wasm.
-  check("devnet vector in page wasm", vectorDigest("devnet", devnetCase.prev_id, devnetCase.template, String(devnetCase.nonce)) === devnetCase.output_digest);
+  check("devnet vector in page wasm", vectorDigest("devnet", devnetCase.prev_id, devnetCase.template, devnetCase.nonce) === devnetCase.output_digest);
 
   // 1. Sampled sync with WebGPU (if offered), liar first in the list.
   const gpu = await LightClient.create({ ...base, nodes: [cfg.liar, cfg.honest], persist: false, gpu: true });
@@ -171,6 +204,7 @@ const result = await page.evaluate(async ({ cfg, mainnet, devnetCase }) => {
   out.digests = {};
   for (const e of engines) out.digests[e] = (await cpu.digestOn(e, tip.prevId, tip.template, tip.nonce).catch(async () => gpu.digestOn(e, tip.prevId, tip.template, tip.nonce))).digest;
   check("engines agree with the header's digest", Object.values(out.digests).every((d) => d === tip.digest), JSON.stringify(out.digests));
+  out.tipHeader = cpu.tip().header;
 
   // 4. verifyHeader: a real header, a truncated one.
   const raw = new Uint8Array(await (await fetch(cfg.honest + "/api/headers?from=5&count=1")).arrayBuffer());
@@ -199,21 +233,91 @@ const result = await page.evaluate(async ({ cfg, mainnet, devnetCase }) => {
     check("follows a new tip over the WebSocket", got && got.height > start, got && got.height);
   } else {
     // Cold full sync on the CPU worker and on WebGPU (sampled numbers above).
-    const full = await LightClient.create({ ...base, nodes: [cfg.honest], persist: false, gpu: false, mode: "full" });
-    t = performance.now();
-    const r4 = await full.sync();
-    out.fullCpu = { ms: performance.now() - t, passes: r4.passes, bytes: r4.bytes, height: r4.tip.height };
+    if (cfg.full) {
+      const full = await LightClient.create({ ...base, nodes: [cfg.honest], persist: false, gpu: false, mode: "full" });
+      t = performance.now();
+      const r4 = await full.sync();
+      out.fullCpu = { ms: performance.now() - t, passes: r4.passes, bytes: r4.bytes, height: r4.tip.height };
+    }
     // One mainnet header's forward pass (test vector), per engine.
     const mn = await LightClient.create({ chain: "mainnet", nodes: ["http://127.0.0.1:9"], persist: false, gpu: true });
     out.mainnet = {};
     for (const e of mn.backend === "web-gpu" ? ["web-gpu", "cpu-wasm"] : ["cpu-wasm"]) {
-      await mn.digestOn(e, mainnet.prev_id, mainnet.template, String(mainnet.nonce)); // warm-up (shaders, model)
-      const d = await mn.digestOn(e, mainnet.prev_id, mainnet.template, String(mainnet.nonce));
+      await mn.digestOn(e, mainnet.prev_id, mainnet.template, mainnet.nonce); // warm-up (shaders, model)
+      const d = await mn.digestOn(e, mainnet.prev_id, mainnet.template, mainnet.nonce);
       out.mainnet[e] = { ms: d.ms, ok: d.digest === mainnet.output_digest };
     }
   }
   return out;
 }, { cfg, mainnet, devnetCase });
+
+// The fallback: a page (and its worker) forced onto the portable build verifies the
+// same vectors and headers.
+const portablePage = await browser.newPage();
+portablePage.on("console", (m) => log("portable page:", m.text()));
+portablePage.on("pageerror", (e) => log("portable page error:", e.message));
+await portablePage.goto(site.url + "/?kernel=portable");
+await portablePage.waitForFunction(() => document.getElementById("status").textContent === "ready", null, { timeout: 60_000 });
+const portable = await portablePage.evaluate(async ({ cfg, mainnet, devnetCase, tipHeader, simdDigests }) => {
+  const { LightClient, vectorDigest, kernel } = window.tpow;
+  const checks = [];
+  const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail: detail === undefined ? "" : String(detail) });
+  check("init({kernel: \"portable\"}) loads the portable build", kernel() === "portable", kernel());
+  const worker = cfg.worker + "?kernel=portable";
+  const workerKernel = await new Promise((resolve) => {
+    const w = new Worker(worker, { type: "module" });
+    w.onmessage = (e) => { w.terminate(); resolve(e.data.kernel ?? e.data.error); };
+    w.postMessage({ id: 0, query: "kernel" });
+  });
+  check("workerUrl?kernel=portable loads the portable build in the worker", workerKernel === "portable", workerKernel);
+  check("portable: devnet vector", vectorDigest("devnet", devnetCase.prev_id, devnetCase.template, devnetCase.nonce) === devnetCase.output_digest);
+  check("portable: mainnet vector", vectorDigest("mainnet", mainnet.prev_id, mainnet.template, mainnet.nonce) === mainnet.output_digest);
+  const cpu = await LightClient.create({ chain: "devnet", genesisTimeMs: cfg.genesis, workerUrl: worker, nodes: [cfg.honest], persist: false, gpu: false });
+  const r = await cpu.sync();
+  check("portable: sampled sync on the CPU worker", r.tip.height >= cfg.blocks && cpu.recent().every((x) => x.backend === "cpu-worker"), `${r.tip.height} ${r.passes} passes`);
+  const hex = tipHeader;
+  const h = { prevId: hex.slice(24, 88), template: hex.slice(0, 304),
+    nonce: new DataView(Uint8Array.from(hex.slice(304, 320).match(/../g).map((b) => parseInt(b, 16))).buffer).getBigUint64(0, true).toString(),
+    digest: hex.slice(320, 384) };
+  const digests = {};
+  for (const e of ["cpu-wasm", "cpu-worker"]) digests[e] = (await cpu.digestOn(e, h.prevId, h.template, h.nonce)).digest;
+  check("portable: the simd128 page's tip header gets the same digest on both engines",
+    Object.values(digests).every((d) => d === h.digest && d === simdDigests["cpu-wasm"]), JSON.stringify(digests));
+  return { checks, kernel: kernel(), workerKernel, sampledCpu: { passes: r.passes, height: r.tip.height } };
+}, { cfg, mainnet, devnetCase, tipHeader: result.tipHeader, simdDigests: result.digests });
+result.checks.push(...portable.checks);
+result.portable = { kernel: portable.kernel, workerKernel: portable.workerKernel, sampledCpu: portable.sampledCpu };
+
+// Per kernel: one mainnet header (derivation + pass) on the page's thread and in
+// the worker, median of RUNS after a warm-up; a cold sampled sync on the CPU worker.
+if (BENCH) {
+  result.kernels = {};
+  for (const [k, p] of [["simd128", page], ["portable", portablePage]]) {
+    result.kernels[k] = await p.evaluate(async ({ cfg, mainnet, k }) => {
+      const { LightClient, kernel } = window.tpow;
+      const worker = cfg.worker + (k === "portable" ? "?kernel=portable" : "");
+      const mn = await LightClient.create({ chain: "mainnet", nodes: ["http://127.0.0.1:9"], persist: false, gpu: false, workerUrl: worker });
+      const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+      const out = { kernel: kernel() };
+      for (const e of ["cpu-wasm", "cpu-worker"]) {
+        await mn.digestOn(e, mainnet.prev_id, mainnet.template, mainnet.nonce);
+        const ms = [];
+        let ok = true;
+        for (let i = 0; i < cfg.runs; i++) {
+          const d = await mn.digestOn(e, mainnet.prev_id, mainnet.template, mainnet.nonce);
+          ms.push(d.ms);
+          ok &&= d.digest === mainnet.output_digest;
+        }
+        out[e] = { medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), ok };
+      }
+      const c = await LightClient.create({ chain: "devnet", genesisTimeMs: cfg.genesis, workerUrl: worker, nodes: [cfg.honest], persist: false, gpu: false });
+      const t = performance.now();
+      const r = await c.sync();
+      out.sampledCpuWorker = { ms: performance.now() - t, passes: r.passes, bytes: r.bytes, height: r.tip.height };
+      return out;
+    }, { cfg, mainnet, k });
+  }
+}
 
 await browser.close();
 cleanup();

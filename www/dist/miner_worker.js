@@ -193,6 +193,25 @@ let wasm_bindgen = (function(exports) {
     exports.cpuDigest = cpuDigest;
 
     /**
+     * The forward-pass kernel of the loaded WebAssembly build: `simd128`,
+     * `relaxed-simd` or `portable` (what `init` picked; call it after `init`).
+     * @returns {"simd128" | "relaxed-simd" | "portable"}
+     */
+    function kernel() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.kernel();
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    exports.kernel = kernel;
+
+    /**
      * The output digest of one forward pass on the CPU, for the test vectors:
      * `chain` is `devnet` or `mainnet`, the rest as in the vector files.
      * @param {string} chain
@@ -1344,37 +1363,37 @@ let wasm_bindgen = (function(exports) {
             },
             __wbindgen_generic_0000000000000003: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_18);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19);
                 return ret;
             },
             __wbindgen_generic_0000000000000004: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 17, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_19);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_20);
                 return ret;
             },
             __wbindgen_generic_0000000000000005: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21);
                 return ret;
             },
             __wbindgen_generic_0000000000000006: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22);
                 return ret;
             },
             __wbindgen_generic_0000000000000007: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23);
                 return ret;
             },
             __wbindgen_generic_0000000000000008: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 17, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_23);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24);
                 return ret;
             },
             __wbindgen_generic_0000000000000009: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 17, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25);
                 return ret;
             },
             __wbindgen_generic_000000000000000a: function(arg0, arg1) {
@@ -1425,12 +1444,8 @@ let wasm_bindgen = (function(exports) {
         wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2(arg0, arg1, arg2);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_18(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_18(arg0, arg1, arg2);
-    }
-
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2);
     }
 
     function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21(arg0, arg1, arg2) {
@@ -1441,6 +1456,10 @@ let wasm_bindgen = (function(exports) {
         wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22(arg0, arg1, arg2);
     }
 
+    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2);
+    }
+
     function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2(arg0, arg1, arg2) {
         const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2(arg0, arg1, arg2);
         if (ret[1]) {
@@ -1448,15 +1467,8 @@ let wasm_bindgen = (function(exports) {
         }
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_19(arg0, arg1, arg2) {
-        const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_19(arg0, arg1, arg2);
-        if (ret[1]) {
-            throw takeFromExternrefTable0(ret[0]);
-        }
-    }
-
-    function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_23(arg0, arg1, arg2) {
-        const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_23(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_20(arg0, arg1, arg2) {
+        const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_20(arg0, arg1, arg2);
         if (ret[1]) {
             throw takeFromExternrefTable0(ret[0]);
         }
@@ -1464,6 +1476,13 @@ let wasm_bindgen = (function(exports) {
 
     function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24(arg0, arg1, arg2) {
         const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24(arg0, arg1, arg2);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+
+    function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25(arg0, arg1, arg2) {
+        const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25(arg0, arg1, arg2);
         if (ret[1]) {
             throw takeFromExternrefTable0(ret[0]);
         }

@@ -40,9 +40,18 @@ fn backend_label(b: Backend, adapter: &Option<String>) -> String {
             Some(a) => format!("WebGPU ({a})"),
             None => "WebGPU".into(),
         },
-        Backend::CpuWorker => "CPU (wasm, Web Worker)".into(),
-        Backend::CpuWasm | Backend::CpuNative => "CPU (wasm)".into(),
+        // The kernel of the page's module (the worker loads the same choice).
+        Backend::CpuWorker => format!("CPU (wasm {}, Web Worker)", tpow_light::wasm::kernel()),
+        Backend::CpuWasm | Backend::CpuNative => format!("CPU (wasm {})", tpow_light::wasm::kernel()),
     }
+}
+
+/// Whether the page's query string has `name=value` (`?gpu=0` verifies on the CPU
+/// even where WebGPU exists: with `?kernel=portable` too, the tests cover both
+/// wasm builds' verifier).
+fn query_flag(name: &str, value: &str) -> bool {
+    let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    search.trim_start_matches('?').split('&').any(|kv| kv.split_once('=') == Some((name, value)))
 }
 
 fn diff_of(bits: u32) -> f64 {
@@ -73,8 +82,14 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
         sleep_ms(2_000).await;
     };
     snap.chain = chain.clone();
-    let options =
-        LightOptions { nodes: urls.clone(), chain, mode: "full".into(), persist: false, ..LightOptions::default() };
+    let options = LightOptions {
+        nodes: urls.clone(),
+        chain,
+        mode: "full".into(),
+        persist: false,
+        gpu: !query_flag("gpu", "0"),
+        ..LightOptions::default()
+    };
     snap.security = match options.mode.as_str() {
         "full" => "every header's forward pass re-run in this tab".into(),
         _ => format!(

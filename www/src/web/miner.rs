@@ -15,8 +15,18 @@ use crate::web::worker::READY;
 
 /// Local-storage key of the miner's secret key.
 const SECRET_KEY: &str = "tpow.miner.secret";
-/// Script Trunk writes for the worker binary (`data-loader-shim`).
+/// Script Trunk writes for the worker binary (`data-loader-shim`; scripts/build-web.sh
+/// makes it load the simd128 module where the browser supports it).
 const WORKER_SCRIPT: &str = "./miner_worker_loader.js";
+
+/// The worker script's URL: a page running the portable module (no SIMD in this
+/// browser, or forced with `?kernel=portable`) starts its workers portable too.
+fn worker_script() -> String {
+    match tpow_light::wasm::kernel() {
+        "portable" => format!("{WORKER_SCRIPT}?kernel=portable"),
+        _ => WORKER_SCRIPT.to_string(),
+    }
+}
 
 /// The miner's public key (what coinbases pay), hex. The ed25519 secret is made in
 /// the browser on first use and kept in local storage, so the same tab (and later
@@ -55,7 +65,7 @@ impl MinerHost {
         // One GPU is shared by all workers: a single worker drives it.
         let count = if backend == Backend::WebGpu { 1 } else { count.max(1) };
         for i in 0..count as usize {
-            let worker = match Worker::new(WORKER_SCRIPT) {
+            let worker = match Worker::new(&worker_script()) {
                 Ok(w) => w,
                 Err(e) => {
                     host.stop();

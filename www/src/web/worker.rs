@@ -58,6 +58,12 @@ fn post(scope: &DedicatedWorkerGlobalScope, report: &WorkerReport) {
     }
 }
 
+/// The CPU engine's label, with the kernel of the module this worker loaded
+/// (`miner_worker_loader.js` picks the simd128 build where the browser has SIMD).
+fn cpu_label() -> String {
+    format!("CPU (wasm {})", tpow_light::wasm::kernel())
+}
+
 enum Engine {
     Gpu(Box<GpuMiner>),
     Cpu,
@@ -74,7 +80,7 @@ async fn open_gpu() -> Result<(GpuMiner, String), String> {
 }
 
 async fn mine(scope: DedicatedWorkerGlobalScope, node: String, key: String, backend: Backend, duty: u8) {
-    let mut report = WorkerReport { engine: "CPU (wasm)".into(), ..Default::default() };
+    let mut report = WorkerReport { engine: cpu_label(), ..Default::default() };
     let mut engine = Engine::Cpu;
     if backend == Backend::WebGpu {
         match open_gpu().await {
@@ -124,7 +130,7 @@ async fn mine(scope: DedicatedWorkerGlobalScope, node: String, key: String, back
             if let (Engine::Gpu(g), Some(m)) = (&mut engine, &model) {
                 if let Err(e) = g.set_model_async(m).await {
                     report.fallback = Some(format!("WebGPU failed ({e}); mining on the CPU instead."));
-                    report.engine = "CPU (wasm)".into();
+                    report.engine = cpu_label();
                     engine = Engine::Cpu;
                 }
             }
@@ -156,7 +162,7 @@ async fn mine(scope: DedicatedWorkerGlobalScope, node: String, key: String, back
                         }
                         Err(e) => {
                             report.fallback = Some(format!("WebGPU failed ({e}); mining on the CPU instead."));
-                            report.engine = "CPU (wasm)".into();
+                            report.engine = cpu_label();
                             engine = Engine::Cpu;
                             Vec::new()
                         }

@@ -76,6 +76,26 @@ impl Default for LightOptions {
     }
 }
 
+/// The forward-pass kernel compiled into this module: `simd128` (built with
+/// `-C target-feature=+simd128`), `relaxed-simd` (`+simd128,+relaxed-simd`) or
+/// `portable` (no SIMD). `pkg/` and the web app ship a portable and a simd128 build
+/// and load one at run time (`tpow_light.js`: `WebAssembly.validate` of a small
+/// SIMD module), so this says which one the engine actually runs.
+pub fn kernel() -> &'static str {
+    match tpow_core::forward::simd_backend_name() {
+        "wasm-simd128" => "simd128",
+        "wasm-relaxed-simd" => "relaxed-simd",
+        _ => "portable",
+    }
+}
+
+/// The forward-pass kernel of the loaded WebAssembly build: `simd128`,
+/// `relaxed-simd` or `portable` (what `init` picked; call it after `init`).
+#[wasm_bindgen(js_name = kernel, unchecked_return_type = "\"simd128\" | \"relaxed-simd\" | \"portable\"")]
+pub fn js_kernel() -> String {
+    kernel().to_string()
+}
+
 /// Subscribers to new tips, with their ids.
 type Subscribers = RefCell<Vec<(u32, Rc<dyn Fn(&TipSummary)>)>>;
 
