@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use tpow_core::forward::{forward, Backend, Scratch};
+use tpow_core::forward::{forward_packed, Backend, PackedModel, Scratch};
 use tpow_core::miner::{mine, MineJob};
 use tpow_core::puzzle::input_tokens;
 use tpow_core::{Model, ModelSpec, U256};
@@ -76,13 +76,14 @@ fn seed() -> [u8; 32] {
 
 fn forward_time(spec: &ModelSpec, backend: Backend) -> Duration {
     let model = Model::derive(spec, &seed()).expect("preset spec");
+    let packed = PackedModel::new(&model, backend);
     let mut scratch = Scratch::with_backend(&model, backend);
     let mut tokens = vec![0u16; spec.seq_len as usize];
     let mut out = vec![0i8; spec.d_model as usize];
     let mut nonce = 0u64;
     time_median(Duration::from_secs(2), || {
         input_tokens(spec, &[0; 152], nonce, &mut tokens);
-        forward(&model, &tokens, &mut scratch, &mut out);
+        forward_packed(&packed, &tokens, &mut scratch, &mut out);
         nonce += 1;
         black_box(&out);
     })
@@ -127,13 +128,25 @@ fn core(peak: Option<f64>, miner_secs: f64) -> Result<()> {
     let peak = peak.unwrap_or(measured);
     println!("\nCPU kernels detected: {best:?}; {cores} hardware threads; int8 peak used for %: {peak:.1} G MAC/s\n");
 
-    println!("| spec | parameters | derive model (ms) |");
-    println!("|---|---:|---:|");
+    println!(
+        "| spec | parameters | derive model (ms) | lay out for {best:?} (ms) | verify: derive + lay out + pass (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (name, spec) in [("devnet", ModelSpec::DEVNET), ("mainnet", ModelSpec::MAINNET)] {
         let t = time_median(Duration::from_secs(2), || {
             black_box(Model::derive(&spec, &seed()).expect("preset spec"));
         });
-        println!("| {name} | {} | {:.3} |", spec.parameter_count(), ms(t));
+        let model = Model::derive(&spec, &seed()).expect("preset spec");
+        let tp = time_median(Duration::from_secs(2), || {
+            black_box(PackedModel::new(&model, best));
+        });
+        // What a verifier pays per header: a fresh model, laid out, one pass.
+        let input =
+            tpow_core::chain::PowInput { spec, prev_id: seed(), template: [3; 152], nonce: 7, output_digest: [0; 32] };
+        let tv = time_median(Duration::from_secs(2), || {
+            black_box(tpow_core::ModelCache::new().output_digest(&input).expect("preset spec"));
+        });
+        println!("| {name} | {} | {:.3} | {:.3} | {:.3} |", spec.parameter_count(), ms(t), ms(tp), ms(tv));
     }
 
     println!("\n| spec | kernels | forward pass (ms) | G MAC/s (1 thread) |");

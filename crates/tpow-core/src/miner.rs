@@ -1,6 +1,7 @@
 //! The multi-threaded CPU miner.
 //!
-//! Each thread owns a [`Solver`] (its own buffers) over one shared model and tries
+//! Each thread owns a [`Solver`] (its own buffers) over one shared model (laid out
+//! once for the CPU's kernels, [`PackedModel`]) and tries
 //! every `threads`-th nonce of the range, so no two threads repeat work and no lock
 //! is touched in the hot loop. A shared flag stops all threads within one forward
 //! pass: the node raises it when a new tip arrives.
@@ -8,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::forward::PackedModel;
 use crate::header::TEMPLATE_LEN;
 use crate::model::Model;
 use crate::puzzle::{Attempt, Solver};
@@ -45,11 +47,13 @@ pub fn mine(job: &MineJob<'_>, threads: usize, stop: &AtomicBool, attempts: &Ato
     let threads = threads.max(1) as u64;
     let found: Mutex<Option<Attempt>> = Mutex::new(None);
     let done = AtomicBool::new(false);
+    // The weights laid out once for this CPU's kernels, shared by every thread.
+    let packed = PackedModel::detect(job.model);
     std::thread::scope(|scope| {
         for t in 0..threads {
-            let (found, done) = (&found, &done);
+            let (found, done, packed) = (&found, &done, &packed);
             scope.spawn(move || {
-                let mut solver = Solver::new(job.model);
+                let mut solver = Solver::with_packed(packed);
                 let mut i = t;
                 while i < job.nonce_count {
                     if stop.load(Ordering::Relaxed) || done.load(Ordering::Relaxed) {

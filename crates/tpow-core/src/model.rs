@@ -61,6 +61,10 @@ pub fn derive_tensor(prev_id: &[u8; 32], spec: &ModelSpec, layer: u32, kind: Ten
 }
 
 /// A linear layer: `rows` outputs, each a dot product with `cols` inputs.
+///
+/// Only the consensus weights: the layouts the CPU kernels want are the engine's
+/// ([`crate::forward::PackedModel`]), so a GPU or wasm verifier holds no copy it does
+/// not use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matrix {
     /// Output dimension.
@@ -69,21 +73,13 @@ pub struct Matrix {
     pub cols: usize,
     /// Row-major weights, `rows * cols`.
     pub data: Vec<i8>,
-    /// `data` re-laid out for the SIMD matrix kernel this CPU runs
-    /// ([`crate::forward::Backend::pack`]); empty where there is none. Derived from
-    /// `data`, never hashed or compared across machines.
-    pub packed: Vec<u8>,
 }
 
 impl Matrix {
     fn derive(prev_id: &[u8; 32], spec: &ModelSpec, layer: u32, kind: TensorKind, rows: usize, cols: usize) -> Self {
         let mut data = alloc::vec![0i8; rows * cols];
         derive_tensor(prev_id, spec, layer, kind, &mut data);
-        let packed = match kind {
-            TensorKind::TokenEmbedding | TensorKind::PositionEmbedding => Vec::new(),
-            _ => crate::forward::Backend::detect().pack(rows, cols, &data),
-        };
-        Matrix { rows, cols, data, packed }
+        Matrix { rows, cols, data }
     }
 
     /// Weights of output `r`.
@@ -109,7 +105,8 @@ pub struct Layer {
     pub w_down: Matrix,
 }
 
-/// All weights of the puzzle model for one block.
+/// All weights of the puzzle model for one block: the consensus object, row-major
+/// weights only (docs/PROTOCOL.md §5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
     /// Shape.
@@ -192,9 +189,6 @@ impl Model {
             for w in m.data.iter_mut() {
                 let v = ((i64::from(*w) * i64::from(g.mul)) >> 7) + i64::from(g.add);
                 *w = v.clamp(-127, 127) as i8;
-            }
-            if !m.packed.is_empty() {
-                m.packed = crate::forward::Backend::detect().pack(m.rows, m.cols, &m.data);
             }
         };
         rescale(&mut model.tok_emb, TensorKind::TokenEmbedding);

@@ -3,7 +3,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::forward::{forward, Scratch};
+use crate::forward::{forward_packed, PackedModel, Scratch};
 use crate::hash::{hash_parts, hasher, CTX_INPUT_TOKENS, CTX_OUTPUT_DIGEST, CTX_POW_HASH};
 use crate::header::{HEADER_LEN, TEMPLATE_LEN};
 use crate::model::Model;
@@ -63,34 +63,62 @@ pub struct Attempt {
     pub pow_hash: [u8; 32],
 }
 
-/// A model with its buffers: everything needed to try nonces on one template.
+/// The laid-out weights a [`Solver`] runs on: its own, or shared between threads.
+enum Weights<'m> {
+    Own(PackedModel<'m>),
+    Shared(&'m PackedModel<'m>),
+}
+
+/// A model laid out for the CPU kernels, with its buffers: everything needed to try
+/// nonces on one template.
 pub struct Solver<'m> {
-    model: &'m Model,
+    weights: Weights<'m>,
     scratch: Scratch,
     tokens: Vec<u16>,
     out: Vec<i8>,
 }
 
 impl<'m> Solver<'m> {
-    /// A solver using the fastest CPU kernels.
+    /// A solver using the fastest CPU kernels (lays the weights out for them).
     pub fn new(model: &'m Model) -> Self {
         Self::with_scratch(model, Scratch::new(model))
     }
 
-    /// A solver with caller-chosen buffers and kernels.
+    /// A solver with caller-chosen buffers and kernels (`scratch`'s backend).
     pub fn with_scratch(model: &'m Model, scratch: Scratch) -> Self {
-        Solver {
-            model,
-            scratch,
-            tokens: vec![0; model.spec.seq_len as usize],
-            out: vec![0; model.spec.d_model as usize],
+        Self::build(Weights::Own(PackedModel::new(model, scratch.backend())), scratch)
+    }
+
+    /// A solver on weights laid out once and shared (the miner's threads).
+    pub fn with_packed(packed: &'m PackedModel<'m>) -> Self {
+        let scratch = Scratch::with_backend(packed.model(), packed.backend());
+        Self::build(Weights::Shared(packed), scratch)
+    }
+
+    fn build(weights: Weights<'m>, scratch: Scratch) -> Self {
+        let spec = match &weights {
+            Weights::Own(p) => p.model().spec,
+            Weights::Shared(p) => p.model().spec,
+        };
+        Solver { weights, scratch, tokens: vec![0; spec.seq_len as usize], out: vec![0; spec.d_model as usize] }
+    }
+
+    /// The model and its layout.
+    pub fn packed(&self) -> &PackedModel<'m> {
+        match &self.weights {
+            Weights::Own(p) => p,
+            Weights::Shared(p) => p,
         }
     }
 
     /// The forward pass output for `nonce`.
     pub fn output(&mut self, template: &[u8; TEMPLATE_LEN], nonce: u64) -> &[i8] {
-        input_tokens(&self.model.spec, template, nonce, &mut self.tokens);
-        forward(self.model, &self.tokens, &mut self.scratch, &mut self.out);
+        let packed = match &self.weights {
+            Weights::Own(p) => p,
+            Weights::Shared(p) => *p,
+        };
+        input_tokens(&packed.model().spec, template, nonce, &mut self.tokens);
+        forward_packed(packed, &self.tokens, &mut self.scratch, &mut self.out);
         &self.out
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use tpow_core::forward::{forward_with, Ablation, LayerStats, Scratch};
+use tpow_core::forward::{forward_packed_with, Ablation, LayerStats, PackedModel, Scratch};
 use tpow_core::puzzle::input_tokens;
 use tpow_core::{Model, ModelSpec};
 
@@ -21,23 +21,25 @@ fn template(i: u64) -> [u8; 152] {
 }
 
 struct Runner {
-    model: Model,
+    model: &'static Model,
+    packed: PackedModel<'static>,
     scratch: Scratch,
     tokens: Vec<u16>,
 }
 
 impl Runner {
     fn new(spec: ModelSpec, s: u32) -> Self {
-        let model = Model::derive(&spec, &seed(s)).unwrap();
-        let scratch = Scratch::new(&model);
-        Runner { tokens: vec![0; spec.seq_len as usize], model, scratch }
+        // Leaked so that the laid-out weights can borrow it (a few models per test).
+        let model: &'static Model = Box::leak(Box::new(Model::derive(&spec, &seed(s)).unwrap()));
+        let scratch = Scratch::new(model);
+        Runner { tokens: vec![0; spec.seq_len as usize], model, packed: PackedModel::detect(model), scratch }
     }
     fn set_nonce(&mut self, nonce: u64) {
         input_tokens(&self.model.spec, &template(7), nonce, &mut self.tokens);
     }
     fn run(&mut self, ablation: Ablation, stats: Option<&mut Vec<LayerStats>>) -> Vec<i8> {
         let mut out = vec![0i8; self.model.spec.d_model as usize];
-        forward_with(&self.model, &self.tokens, &mut self.scratch, &mut out, ablation, stats);
+        forward_packed_with(&self.packed, &self.tokens, &mut self.scratch, &mut out, ablation, stats);
         out
     }
 }

@@ -521,7 +521,7 @@ mod tests {
 
     #[test]
     fn k_major_layout() {
-        let m = Matrix { rows: 2, cols: 8, data: (0..16).collect(), packed: Vec::new() };
+        let m = Matrix { rows: 2, cols: 8, data: (0..16).collect() };
         // word k*n + j = weights 4k..4k+4 of row j.
         assert_eq!(k_major(&[&m]), vec![0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]);
     }

@@ -4,19 +4,23 @@
 //! scalar loop as long as no partial sum overflows i32, which the forward pass's
 //! bounds rule out (|sum| <= 4096 · 127 · 128 < 2^31).
 //!
-//! The SIMD kernels (x86_64 with `std` only, chosen at run time) read the weights
-//! re-laid out by [`Backend::pack`] into [`Matrix::packed`]; each layout ends with a
-//! format byte, so a kernel never reads another backend's layout (it runs the scalar
-//! loop instead). Both kernels are exact for every int8 weight and activation (the
+//! The weight layout belongs to the kernels, not to the consensus [`Matrix`] (the
+//! row-major weights of docs/PROTOCOL.md §5): [`Backend::pack`] lays one matrix out
+//! for a backend as a [`PackedMatrix`], which records its layout and shape, so a
+//! kernel never reads another backend's layout (it runs the scalar loop instead).
+//! The SIMD kernels of x86_64 (with `std` only, chosen at run time) read packed
+//! copies; the scalar loop and the wasm kernels read `Matrix::data` and pack
+//! nothing. Both x86 kernels are exact for every int8 weight and activation (the
 //! consensus ranges, [-127, 127], are not needed).
 //!
-//! - AVX2 (`FORMAT_AVX2`): the weights as signed bytes, in blocks of 16 outputs of
-//!   `cols / 2` groups of 32 bytes, group `kp` being, for each of the 16 outputs `j`
-//!   in turn, `w[16 nb + j][2 kp]` and `w[16 nb + j][2 kp + 1]`. Half a group (8
-//!   outputs × 2 inputs) is sign-extended to i16 (`vpmovsxbw`) and multiplied by 2
-//!   activations (as i16) broadcast with `vpmaddwd`, which adds each output's 2
-//!   products into an i32 lane (at most 2 · 128² = 2^15: exact); a register tile is
-//!   [`AVX2_ROWS`](x86) input rows × 16 outputs, and no correction is needed.
+//! - AVX2 (`Layout::Avx2`): the weights as signed bytes in the pairs-of-16 layout
+//!   of [`pack_pairs16`]: blocks of 16 outputs of `cols / 2` groups of 32 bytes,
+//!   group `kp` being, for each of the 16 outputs `j` in turn, `w[16 nb + j][2 kp]`
+//!   and `w[16 nb + j][2 kp + 1]`. Half a group (8 outputs × 2 inputs) is
+//!   sign-extended to i16 (`vpmovsxbw`) and multiplied by 2 activations (as i16)
+//!   broadcast with `vpmaddwd`, which adds each output's 2 products into an i32 lane
+//!   (at most 2 · 128² = 2^15: exact); a register tile is [`AVX2_ROWS`](x86) input
+//!   rows × 16 outputs, and no correction is needed.
 //!
 //!   Why not `vpmaddubsw` (u8 × i8, 32 products per instruction) with the sign
 //!   trick `vpmaddubsw(|x|, sign(w, x))`, exact for |w| <= 127 since each 16-bit pair
@@ -26,7 +30,7 @@
 //!   measured slower on AMD Zen 3 (one thread, 64 × 1024 · 256 tiles with the weights
 //!   in L1: 65 G MAC/s against 74 for `vpmaddwd` on i16 weights; 93 without the
 //!   `vpsignb`, which would need unsigned activations).
-//! - AVX-512 VNNI (`FORMAT_VNNI`): the weights as signed bytes, in blocks of 16
+//! - AVX-512 VNNI (`Layout::Vnni`): the weights as signed bytes, in blocks of 16
 //!   outputs of `cols / 4` groups of 64 bytes (output `j`'s 4 weights
 //!   `w[16 nb + j][4 kg .. 4 kg + 4]` in turn), then `rows` little-endian i32
 //!   `128 · Σ_k w[j][k]`. `vpdpbusd` (unsigned × signed bytes, no saturation)
@@ -37,9 +41,10 @@
 //!
 //! On wasm32 the SIMD kernels are chosen at compile time (a module cannot probe the
 //! engine): `simd128` and relaxed SIMD, both on the row-major weights (no packed
-//! layout: it would cost derivation time and gained nothing there), with their
-//! exactness arguments in `wasm_simd.rs`.
+//! layout: it would cost a verifier time per header and gained nothing there), with
+//! their exactness arguments in `wasm_simd.rs`.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::model::Matrix;
@@ -49,13 +54,14 @@ use crate::model::Matrix;
 pub enum Backend {
     /// Portable loops (the reference; what wasm32 without `simd128` runs).
     Scalar,
-    /// AVX2 kernels on packed weights, and SIMD attention. Falls back to the scalar
-    /// loop on a CPU without avx2 or for a matrix without an AVX2 [`Matrix::packed`].
+    /// AVX2 kernels on the AVX2 layout, and SIMD attention. Falls back to the
+    /// scalar loop on a CPU without avx2 or for a matrix it did not pack (a shape
+    /// that is not a multiple of 16 rows and 4 columns).
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     Avx2,
-    /// AVX-512 VNNI (`vpdpbusd`) kernels on packed weights, and SIMD attention.
+    /// AVX-512 VNNI (`vpdpbusd`) kernels on the VNNI layout, and SIMD attention.
     /// Falls back to the scalar loop on a CPU without avx512f, avx512bw and
-    /// avx512vnni, or for a matrix without a VNNI [`Matrix::packed`].
+    /// avx512vnni, or for a matrix it did not pack.
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     Avx512Vnni,
     /// WebAssembly `simd128` kernels on the row-major weights, and SIMD attention:
@@ -83,6 +89,42 @@ const COMPILED: Backend = Backend::WasmSimd128;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 const COMPILED: Backend = Backend::Scalar;
 
+/// How a [`PackedMatrix`] holds its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Nothing packed: the kernel reads the row-major `Matrix::data`.
+    RowMajor,
+    /// The AVX2 layout of the module docs.
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    Avx2,
+    /// The VNNI layout of the module docs (weights, then the corrections).
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    Vnni,
+}
+
+/// One weight matrix laid out for one backend's kernel ([`Backend::pack`]): the
+/// engine's copy, derived from a [`Matrix`], never hashed or compared across
+/// machines. Empty (row-major) where the backend reads `Matrix::data` itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedMatrix {
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+    bytes: Vec<u8>,
+}
+
+impl PackedMatrix {
+    /// The row-major form: no copy, the kernel reads `Matrix::data`.
+    fn row_major(w: &Matrix) -> Self {
+        PackedMatrix { rows: w.rows, cols: w.cols, layout: Layout::RowMajor, bytes: Vec::new() }
+    }
+
+    /// Bytes held beyond the row-major weights (0 for the row-major form).
+    pub fn packed_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 impl Backend {
     /// The fastest backend this CPU supports (on wasm32: the one compiled in).
     pub fn detect() -> Self {
@@ -98,28 +140,113 @@ impl Backend {
         COMPILED
     }
 
-    /// `out[r * w.rows + j] = Σ_k x[r * w.cols + k] · w[j][k]` for `rows` rows of `x`.
+    /// Every backend this machine runs, the scalar reference first and
+    /// [`Backend::detect`]'s choice last: on x86_64 the ones whose CPU features are
+    /// present, on wasm32 the ones compiled into the module.
+    pub fn available() -> Vec<Backend> {
+        #[allow(unused_mut)]
+        let mut v = vec![Backend::Scalar];
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        {
+            if x86::has_avx2() {
+                v.push(Backend::Avx2);
+            }
+            if x86::has_vnni() {
+                v.push(Backend::Avx512Vnni);
+            }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        v.push(Backend::WasmSimd128);
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+        v.push(Backend::WasmRelaxedSimd);
+        v
+    }
+
+    /// A short name, for logs and benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 => "avx2",
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni => "avx512-vnni",
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::WasmSimd128 => "wasm-simd128",
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+            Backend::WasmRelaxedSimd => "wasm-relaxed-simd",
+        }
+    }
+
+    /// `w` laid out for this backend's matrix kernel (the layouts in the module
+    /// docs): a packed copy for the x86 SIMD backends where the shape allows it
+    /// (multiples of 16 rows and 4 columns), else the row-major form, which holds
+    /// nothing (the scalar loop, the wasm kernels).
+    pub fn pack(self, w: &Matrix) -> PackedMatrix {
+        assert_eq!(w.data.len(), w.rows * w.cols, "data must hold rows * cols weights");
+        match self {
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 if x86::shape_ok(w.rows, w.cols) => {
+                PackedMatrix { rows: w.rows, cols: w.cols, layout: Layout::Avx2, bytes: x86::pack_avx2(w) }
+            }
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni if x86::shape_ok(w.rows, w.cols) => {
+                PackedMatrix { rows: w.rows, cols: w.cols, layout: Layout::Vnni, bytes: x86::pack_vnni(w) }
+            }
+            _ => PackedMatrix::row_major(w),
+        }
+    }
+
+    /// Whether this backend's SIMD matrix kernel (not the scalar fallback) runs on
+    /// `w` laid out as `p` on this machine. `false` for the scalar backend.
+    pub fn runs_simd(self, w: &Matrix, p: &PackedMatrix) -> bool {
+        let _ = (w, p);
+        match self {
+            Backend::Scalar => false,
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx2 => x86::has_avx2() && p.layout == Layout::Avx2 && (p.rows, p.cols) == (w.rows, w.cols),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Backend::Avx512Vnni => x86::has_vnni() && p.layout == Layout::Vnni && (p.rows, p.cols) == (w.rows, w.cols),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::WasmSimd128 => wasm::simd128_ok(w),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
+            Backend::WasmRelaxedSimd => wasm::simd128_ok(w),
+        }
+    }
+
+    /// `out[r * w.rows + j] = Σ_k x[r * w.cols + k] · w[j][k]` for `rows` rows of `x`,
+    /// laying `w` out first: for one-off products (tests); a forward pass packs once
+    /// ([`crate::forward::PackedModel`]) and calls [`Backend::matmul_packed`].
     pub fn matmul(self, x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
+        self.matmul_packed(x, rows, w, &self.pack(w), out)
+    }
+
+    /// [`Backend::matmul`] with `w` already laid out as `p` (from [`Backend::pack`]
+    /// of this backend for best speed; another backend's layout runs the scalar
+    /// loop). Panics if `p`'s shape is not `w`'s.
+    pub fn matmul_packed(self, x: &[i8], rows: usize, w: &Matrix, p: &PackedMatrix, out: &mut [i32]) {
+        assert!((p.rows, p.cols) == (w.rows, w.cols), "packed matrix of another shape");
         match self {
             Backend::Scalar => matmul_scalar(x, rows, w, out),
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Backend::Avx2 => {
-                if x86::has_avx2() && x86::packed_ok_avx2(w) {
+                if x86::has_avx2() && p.layout == Layout::Avx2 {
                     assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
-                    // SAFETY: avx2 is present, the packed layout matches `w`, and the
-                    // slice lengths were checked.
-                    unsafe { x86::matmul_avx2(x, rows, w, out) }
+                    // SAFETY: avx2 is present, `p` holds the AVX2 layout of a
+                    // `p.rows x p.cols` matrix (made only by `pack`), and the slice
+                    // lengths were checked.
+                    unsafe { x86::matmul_avx2(x, rows, p, out) }
                 } else {
                     matmul_scalar(x, rows, w, out)
                 }
             }
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Backend::Avx512Vnni => {
-                if x86::has_vnni() && x86::packed_ok_vnni(w) {
+                if x86::has_vnni() && p.layout == Layout::Vnni {
                     assert!(x.len() >= rows * w.cols && out.len() >= rows * w.rows);
-                    // SAFETY: the CPU features are present, the packed layout matches
-                    // `w`, and the slice lengths were checked.
-                    unsafe { x86::matmul_vnni(x, rows, w, out) }
+                    // SAFETY: the CPU features are present, `p` holds the VNNI layout
+                    // of a `p.rows x p.cols` matrix (made only by `pack`), and the
+                    // slice lengths were checked.
+                    unsafe { x86::matmul_vnni(x, rows, p, out) }
                 } else {
                     matmul_scalar(x, rows, w, out)
                 }
@@ -142,26 +269,6 @@ impl Backend {
                     matmul_scalar(x, rows, w, out)
                 }
             }
-        }
-    }
-
-    /// The weights of a `rows x cols` matrix (row-major `data`) laid out for this
-    /// backend's kernels (the layouts in the module docs), or an empty vector when it
-    /// needs none (the scalar loop, the wasm kernels, or a shape that is not a
-    /// multiple of 16 rows and 4 columns). Stored in [`Matrix::packed`].
-    pub fn pack(self, rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
-        assert_eq!(data.len(), rows * cols, "data must hold rows * cols weights");
-        match self {
-            Backend::Scalar => Vec::new(),
-            #[cfg(all(target_arch = "x86_64", feature = "std"))]
-            Backend::Avx2 => x86::pack_avx2(rows, cols, data),
-            #[cfg(all(target_arch = "x86_64", feature = "std"))]
-            Backend::Avx512Vnni => x86::pack_vnni(rows, cols, data),
-            // The wasm kernels read the row-major `data` (see `wasm_simd.rs`).
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Backend::WasmSimd128 => Vec::new(),
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
-            Backend::WasmRelaxedSimd => Vec::new(),
         }
     }
 
@@ -221,16 +328,37 @@ impl Backend {
 
 /// Name of the backend [`Backend::detect`] picks, for logs and benchmarks.
 pub fn simd_backend_name() -> &'static str {
-    match Backend::detect() {
-        Backend::Scalar => "scalar",
-        #[cfg(all(target_arch = "x86_64", feature = "std"))]
-        Backend::Avx2 => "avx2",
-        #[cfg(all(target_arch = "x86_64", feature = "std"))]
-        Backend::Avx512Vnni => "avx512-vnni",
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Backend::WasmSimd128 => "wasm-simd128",
-        #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
-        Backend::WasmRelaxedSimd => "wasm-relaxed-simd",
+    Backend::detect().name()
+}
+
+/// The pairs-of-16 layout shared by the AVX2 weights and the key operand of the
+/// AVX2 and wasm attention kernels: `n` rows of `k` values (row `j` at
+/// `src[j * stride..][..k]`, `k` even) in blocks of 16 rows of `k / 2` groups of
+/// 32 values, group `c / 2` holding, for each of the block's 16 rows in turn, the
+/// values `c` and `c + 1`:
+///
+/// `dst[(j / 16) · 16 k + (c / 2) · 32 + (j % 16) · 2 + c % 2] = src[j · stride + c]`.
+///
+/// Writes only rows `0..n`: the rest of the last block (when `n % 16 != 0`) keeps
+/// what `dst` held (the kernels keep it zero). Panics if `dst` has not room for
+/// `n.div_ceil(16)` blocks or `src` lacks a row.
+#[cfg_attr(
+    not(any(
+        all(target_arch = "x86_64", feature = "std"),
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        test
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn pack_pairs16<T: Copy>(src: &[T], stride: usize, n: usize, k: usize, dst: &mut [T]) {
+    assert!(k.is_multiple_of(2) && dst.len() >= n.div_ceil(16) * 16 * k);
+    assert!(n == 0 || src.len() >= (n - 1) * stride + k);
+    for (j, row) in (0..n).map(|j| (j, &src[j * stride..][..k])) {
+        let block = &mut dst[(j / 16) * 16 * k + (j % 16) * 2..];
+        // Each pair of the row goes to its group, 32 values apart.
+        for (pair, out) in row.chunks_exact(2).zip(block.chunks_mut(32)) {
+            out[..2].copy_from_slice(pair);
+        }
     }
 }
 
@@ -276,19 +404,20 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 macro_rules! vnni_matmul_kernel {
     () => {
         simd! {
-            /// Callers guarantee the CPU features, `packed_ok_vnni(w)`,
-            /// `x.len() >= rows * w.cols` and `out.len() >= rows * w.rows`.
-            pub(crate) unsafe fn matmul_vnni(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
+            /// Callers guarantee the CPU features, that `w` holds the VNNI layout
+            /// (`Layout::Vnni`), `x.len() >= rows * w.cols` and
+            /// `out.len() >= rows * w.rows`.
+            pub(crate) unsafe fn matmul_vnni(x: &[i8], rows: usize, w: &PackedMatrix, out: &mut [i32]) {
                 const ROWS: usize = 6;
                 const COLS: usize = 4;
                 let (n, k) = (w.rows, w.cols);
                 let nblocks = n / 16;
                 // The per-output corrections 128 · Σ_k w follow the weights.
-                let corr = w.packed.as_ptr().add(n * k);
+                let corr = w.bytes.as_ptr().add(n * k);
                 let mut nb = 0;
                 while nb < nblocks {
                     let c = (nblocks - nb).min(COLS);
-                    let wp = w.packed.as_ptr().add(nb * 16 * k);
+                    let wp = w.bytes.as_ptr().add(nb * 16 * k);
                     let cp = corr.add(nb * 16 * 4);
                     let mut r = 0;
                     while r < rows {
@@ -374,6 +503,7 @@ mod x86 {
     use core::arch::x86_64::*;
     use std::cell::Cell;
 
+    use super::PackedMatrix;
     use crate::model::Matrix;
 
     macro_rules! simd {
@@ -398,60 +528,36 @@ mod x86 {
         std::is_x86_feature_detected!("avx2")
     }
 
-    fn shape_ok(rows: usize, cols: usize) -> bool {
+    /// Shapes the x86 layouts take: whole blocks of 16 outputs and groups of 4 inputs.
+    pub(super) fn shape_ok(rows: usize, cols: usize) -> bool {
         rows.is_multiple_of(16) && cols.is_multiple_of(4) && rows > 0 && cols > 0
     }
 
-    /// Last byte of an AVX2 layout.
-    const FORMAT_AVX2: u8 = 0xA2;
-    /// Last byte of a VNNI layout.
-    const FORMAT_VNNI: u8 = 0x5E;
-
-    /// `w.packed` holds the AVX2 layout of the module docs.
-    pub(super) fn packed_ok_avx2(w: &Matrix) -> bool {
-        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * w.cols + 1 && w.packed.last() == Some(&FORMAT_AVX2)
+    /// The AVX2 layout of the module docs ([`pack_pairs16`](super::pack_pairs16) of
+    /// the weights as bytes). Callers check [`shape_ok`].
+    pub(super) fn pack_avx2(w: &Matrix) -> Vec<u8> {
+        let mut p = vec![0i8; w.rows * w.cols];
+        super::pack_pairs16(&w.data, w.cols, w.rows, w.cols, &mut p);
+        p.into_iter().map(|v| v as u8).collect()
     }
 
-    /// `w.packed` holds the VNNI layout of the module docs.
-    pub(super) fn packed_ok_vnni(w: &Matrix) -> bool {
-        shape_ok(w.rows, w.cols) && w.packed.len() == w.rows * (w.cols + 4) + 1 && w.packed.last() == Some(&FORMAT_VNNI)
-    }
-
-    /// The AVX2 layout of the module docs (i16 weights, then the format byte).
-    pub(super) fn pack_avx2(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
-        if !shape_ok(rows, cols) {
-            return Vec::new();
-        }
-        let mut p = vec![0u8; rows * cols + 1];
-        for (j, wr) in data.chunks_exact(cols).enumerate() {
-            let (nb, jj) = (j / 16, j % 16);
-            for (kk, &v) in wr.iter().enumerate() {
-                p[nb * 16 * cols + (kk / 2) * 32 + jj * 2 + kk % 2] = v as u8;
-            }
-        }
-        p[rows * cols] = FORMAT_AVX2;
-        p
-    }
-
-    /// The VNNI layout of the module docs (signed bytes, corrections, format byte).
-    pub(super) fn pack_vnni(rows: usize, cols: usize, data: &[i8]) -> Vec<u8> {
-        if !shape_ok(rows, cols) {
-            return Vec::new();
-        }
-        let mut p = vec![0u8; rows * (cols + 4) + 1];
-        let groups = cols / 4;
-        for (j, wr) in data.chunks_exact(cols).enumerate() {
-            let (nb, jj) = (j / 16, j % 16);
-            for kg in 0..groups {
-                let dst = (nb * groups + kg) * 64 + jj * 4;
-                for t in 0..4 {
-                    p[dst + t] = wr[kg * 4 + t] as u8;
+    /// The VNNI layout of the module docs (signed bytes, then the corrections).
+    /// Callers check [`shape_ok`].
+    pub(super) fn pack_vnni(w: &Matrix) -> Vec<u8> {
+        let (rows, cols) = (w.rows, w.cols);
+        let mut p = vec![0u8; rows * (cols + 4)];
+        let (weights, corr) = p.split_at_mut(rows * cols);
+        for (j, (wr, c)) in w.data.chunks_exact(cols).zip(corr.chunks_exact_mut(4)).enumerate() {
+            // Output j's 4-weight groups go 64 bytes apart in its block.
+            let block = &mut weights[(j / 16) * 16 * cols + (j % 16) * 4..];
+            for (group, out) in wr.chunks_exact(4).zip(block.chunks_mut(64)) {
+                for (o, &v) in out[..4].iter_mut().zip(group) {
+                    *o = v as u8;
                 }
             }
             let sum: i32 = wr.iter().map(|&v| v as i32).sum();
-            p[rows * cols + 4 * j..][..4].copy_from_slice(&sum.wrapping_mul(128).to_le_bytes());
+            c.copy_from_slice(&sum.wrapping_mul(128).to_le_bytes());
         }
-        p[rows * (cols + 4)] = FORMAT_VNNI;
         p
     }
 
@@ -463,15 +569,15 @@ mod x86 {
         static X16: Cell<Vec<i16>> = const { Cell::new(Vec::new()) };
     }
 
-    /// Callers guarantee avx2, `packed_ok_avx2(w)`, `x.len() >= rows * w.cols` and
-    /// `out.len() >= rows * w.rows`.
+    /// Callers guarantee avx2, that `w` holds the AVX2 layout (`Layout::Avx2`),
+    /// `x.len() >= rows * w.cols` and `out.len() >= rows * w.rows`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn matmul_avx2(x: &[i8], rows: usize, w: &Matrix, out: &mut [i32]) {
+    pub(super) unsafe fn matmul_avx2(x: &[i8], rows: usize, w: &PackedMatrix, out: &mut [i32]) {
         let (n, k) = (w.rows, w.cols);
         let mut x16 = X16.take();
         x16.clear();
         x16.extend(x[..rows * k].iter().map(|&v| v as i16));
-        let wq = w.packed.as_ptr().cast::<i8>();
+        let wq = w.bytes.as_ptr().cast::<i8>();
         // One block of 16 outputs (16 · k bytes, in L1 for mainnet) for all rows.
         for nb in 0..n / 16 {
             let wp = wq.add(nb * 16 * k);
@@ -521,13 +627,7 @@ mod x86 {
         for h in 0..n_heads {
             let off = h * hd;
             // kp[(j / 16) * 16 * hd + (c / 2) * 32 + (j % 16) * 2 + c % 2] = k[j][off + c].
-            for j in 0..s {
-                let row = &k[j * d + off..][..hd];
-                let dst = &mut kp[(j / 16) * 16 * hd + (j % 16) * 2..];
-                for (c, &x) in row.iter().enumerate() {
-                    dst[(c / 2) * 32 + c % 2] = x;
-                }
-            }
+            super::pack_pairs16(&k[off..], d, s, hd, &mut kp);
             // vp[(c / 16) * 16 * sp + (j / 2) * 32 + (c % 16) * 2 + j % 2] = v[j][off + c],
             // 2 keys x 16 channels at a time; keys past s stay 0.
             for b in 0..hd / 16 {
@@ -689,7 +789,7 @@ mod tests {
             _mm_unpacklo_epi16, _mm_unpacklo_epi8,
         };
 
-        use crate::model::Matrix;
+        use crate::forward::matmul::PackedMatrix;
 
         #[derive(Clone, Copy, Debug)]
         #[repr(C, align(64))]
@@ -805,28 +905,14 @@ mod tests {
         }
     }
 
-    /// A matrix packed for AVX2 (`check` repacks it for each backend).
+    /// A row-major matrix (the consensus form; each backend packs it itself).
     fn matrix(rows: usize, cols: usize, data: Vec<i8>) -> Matrix {
-        let packed = Backend::Avx2.pack(rows, cols, &data);
-        Matrix { rows, cols, data, packed }
-    }
-
-    /// `w` with the layout of `b` (none if `w` has none).
-    fn packed_for(w: &Matrix, b: Backend) -> Matrix {
-        let packed = if w.packed.is_empty() { Vec::new() } else { b.pack(w.rows, w.cols, &w.data) };
-        Matrix { packed, ..w.clone() }
+        Matrix { rows, cols, data }
     }
 
     /// The real SIMD backends this CPU runs (besides the scalar reference).
     fn simd_backends() -> Vec<Backend> {
-        let mut v = Vec::new();
-        if x86::has_avx2() {
-            v.push(Backend::Avx2);
-        }
-        if x86::has_vnni() {
-            v.push(Backend::Avx512Vnni);
-        }
-        v
+        Backend::available().into_iter().filter(|&b| b != Backend::Scalar).collect()
     }
 
     /// Every kernel (real ones this CPU has, each on its own layout, and the
@@ -836,22 +922,22 @@ mod tests {
         Backend::Scalar.matmul(x, rows, w, &mut want);
         // Unavailable backends fall back to the scalar loop: always safe to call.
         for b in [Backend::Avx2, Backend::Avx512Vnni] {
-            let wb = packed_for(w, b);
+            let pb = b.pack(w);
             let mut got = vec![1i32; rows * w.rows];
-            b.matmul(x, rows, &wb, &mut got);
+            b.matmul_packed(x, rows, w, &pb, &mut got);
             assert!(got == want, "{b:?} rows={rows} n={} k={}", w.rows, w.cols);
             // Another backend's layout is never misread: the scalar loop runs.
-            for other in [Backend::Avx2, Backend::Avx512Vnni] {
+            for other in [Backend::Avx2, Backend::Avx512Vnni, Backend::Scalar] {
                 let mut got = vec![1i32; rows * w.rows];
-                other.matmul(x, rows, &wb, &mut got);
+                other.matmul_packed(x, rows, w, &pb, &mut got);
                 assert!(got == want, "{other:?} on {b:?} layout rows={rows} n={} k={}", w.rows, w.cols);
             }
         }
         // The emulated kernel is called directly: only on a VNNI-packed matrix.
-        let wv = packed_for(w, Backend::Avx512Vnni);
-        if emulate && x86::packed_ok_vnni(&wv) {
+        let pv = Backend::Avx512Vnni.pack(w);
+        if emulate && pv.layout == Layout::Vnni {
             let mut got = vec![1i32; rows * w.rows];
-            unsafe { emu::matmul_vnni(x, rows, &wv, &mut got) };
+            unsafe { emu::matmul_vnni(x, rows, &pv, &mut got) };
             assert!(got == want, "emulated vnni rows={rows} n={} k={}", w.rows, w.cols);
         }
     }
@@ -866,7 +952,8 @@ mod tests {
                         continue;
                     }
                     let w = matrix(n, k, (0..n * k).map(|_| rng.act()).collect());
-                    assert!(x86::packed_ok_avx2(&w) && x86::packed_ok_vnni(&packed_for(&w, Backend::Avx512Vnni)));
+                    assert!(Backend::Avx2.pack(&w).layout == Layout::Avx2);
+                    assert!(Backend::Avx512Vnni.pack(&w).layout == Layout::Vnni);
                     let x: Vec<i8> = (0..rows * k).map(|_| rng.act()).collect();
                     check(rows, &x, &w, rows * n * k <= 8 << 20);
                 }
@@ -888,7 +975,7 @@ mod tests {
                     check(rows, &x, &w, rows * n * k <= 1 << 20);
                     for b in simd_backends() {
                         let mut out = vec![0i32; rows * n];
-                        b.matmul(&x, rows, &packed_for(&w, b), &mut out);
+                        b.matmul(&x, rows, &w, &mut out);
                         assert!(out.iter().all(|&o| o == xv as i32 * wv as i32 * k as i32));
                     }
                 }
@@ -910,7 +997,7 @@ mod tests {
                 let want = (xa as i32 * wa as i32 + xb as i32 * wb as i32) * (k as i32 / 2);
                 for b in simd_backends() {
                     let mut out = vec![0i32; rows * n];
-                    b.matmul(&x, rows, &packed_for(&w, b), &mut out);
+                    b.matmul(&x, rows, &w, &mut out);
                     assert!(out.iter().all(|&o| o == want), "{b:?} x=({xa},{xb}) w=({wa},{wb})");
                 }
             }
@@ -931,7 +1018,7 @@ mod tests {
             }
             for b in simd_backends() {
                 let mut out = vec![1i32; k * n];
-                b.matmul(&x, k, &packed_for(&w, b), &mut out);
+                b.matmul(&x, k, &w, &mut out);
                 for p in 0..k {
                     for j in 0..n {
                         assert_eq!(out[p * n + j], xv as i32 * wv(j, p), "{b:?} x={xv} p={p} j={j}");
@@ -949,35 +1036,58 @@ mod tests {
         let mut rng = Rng(5);
         // 24 rows is no multiple of 16: nothing packed, the scalar loop runs.
         let w = matrix(24, 8, (0..24 * 8).map(|_| rng.act()).collect());
-        assert!(w.packed.is_empty());
+        for b in Backend::available() {
+            let p = b.pack(&w);
+            assert!(p.layout == Layout::RowMajor && p.packed_len() == 0 && !b.runs_simd(&w, &p));
+        }
         let x: Vec<i8> = (0..3 * 8).map(|_| rng.act()).collect();
         check(3, &x, &w, false);
-        // A matrix whose packed copy is missing.
-        let mut w = matrix(16, 16, (0..256).map(|_| rng.act()).collect());
-        w.packed.clear();
+        // A matrix given in the row-major form to an x86 SIMD backend.
+        let w = matrix(16, 16, (0..256).map(|_| rng.act()).collect());
         let x: Vec<i8> = (0..2 * 16).map(|_| rng.act()).collect();
-        check(2, &x, &w, false);
+        let mut want = vec![0i32; 2 * 16];
+        Backend::Scalar.matmul(&x, 2, &w, &mut want);
+        for b in simd_backends() {
+            let mut got = vec![1i32; 2 * 16];
+            let p = Backend::Scalar.pack(&w);
+            assert!(!b.runs_simd(&w, &p));
+            b.matmul_packed(&x, 2, &w, &p, &mut got);
+            assert_eq!(got, want, "{b:?}");
+        }
     }
 
     #[test]
-    fn detect_packs_the_model_weights() {
+    #[should_panic(expected = "packed matrix of another shape")]
+    fn a_layout_of_another_shape_is_refused() {
+        let w = matrix(16, 16, vec![1; 256]);
+        let other = Backend::Avx2.pack(&matrix(32, 8, vec![1; 256]));
+        Backend::Avx2.matmul_packed(&[0; 16], 1, &w, &other, &mut [0; 16]);
+    }
+
+    #[test]
+    fn each_backend_packs_the_model_weights_itself() {
+        use crate::forward::PackedModel;
         use crate::{Model, ModelSpec};
         let m = Model::derive(&ModelSpec::DEVNET, &[7; 32]).unwrap();
-        let l = &m.layers[0];
-        assert!(m.tok_emb.packed.is_empty() && m.pos_emb.packed.is_empty());
-        if Backend::detect() == Backend::Scalar {
-            assert!(l.w_up.packed.is_empty());
-        } else {
-            assert_eq!(l.w_up.packed, Backend::detect().pack(l.w_up.rows, l.w_up.cols, &l.w_up.data));
+        for b in [Backend::Scalar, Backend::Avx2, Backend::Avx512Vnni] {
+            let p = PackedModel::new(&m, b);
+            let l = &p.layers[0];
+            let want = match b {
+                Backend::Scalar => Layout::RowMajor,
+                Backend::Avx2 => Layout::Avx2,
+                Backend::Avx512Vnni => Layout::Vnni,
+            };
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_up, &l.w_down] {
-                assert!(if Backend::detect() == Backend::Avx2 {
-                    x86::packed_ok_avx2(w)
-                } else {
-                    x86::packed_ok_vnni(w)
-                });
+                assert_eq!(w.layout, want, "{b:?}");
             }
+            assert_eq!(l.w_up, b.pack(&m.layers[0].w_up));
+            // Every matrix on the backend's own kernel wherever the CPU has it.
+            let simd = b != Backend::Scalar && Backend::available().contains(&b);
+            assert_eq!(p.simd_matrices(), if simd { 6 * m.layers.len() } else { 0 }, "{b:?}");
         }
-        assert_eq!(simd_backend_name() == "scalar", Backend::detect() == Backend::Scalar);
+        assert_eq!(simd_backend_name(), Backend::detect().name());
+        assert_eq!(Backend::available().last(), Some(&Backend::detect()));
+        assert_eq!(Backend::available()[0], Backend::Scalar);
     }
 
     #[test]
@@ -1021,7 +1131,7 @@ mod tests {
                         scores: vec![0; s],
                         backend: Backend::Scalar,
                     };
-                    super::super::attention(hd, d, first, s, &mut sc, None);
+                    super::super::attention(Backend::Scalar, hd, d, first, s, &mut sc, None);
                     let what = format!("s={s} d={d} hd={hd} first={first} variant={variant}");
                     let mut att = vec![0i8; s * d];
                     unsafe { emu::attention::attention(hd, d, first, s, &q, &k, &v, &mut att) };
@@ -1067,5 +1177,28 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn pack_pairs16_follows_its_formula() {
+        // 21 rows (a partial last block) of k = 6 values at stride 9, values distinct.
+        let (n, k, stride) = (21usize, 6usize, 9usize);
+        let src: Vec<u16> = (0..n * stride).map(|i| i as u16 + 1).collect();
+        let mut dst = vec![0u16; n.div_ceil(16) * 16 * k];
+        pack_pairs16(&src, stride, n, k, &mut dst);
+        let mut seen = 0;
+        for j in 0..n {
+            for c in 0..k {
+                assert_eq!(dst[(j / 16) * 16 * k + (c / 2) * 32 + (j % 16) * 2 + c % 2], src[j * stride + c]);
+                seen += 1;
+            }
+        }
+        // Padding rows of the last block are left untouched (zero here).
+        assert_eq!(dst.iter().filter(|&&v| v != 0).count(), seen);
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! The last block only needs the last position beyond its keys and values, so it
 //! computes nothing else; that changes no output byte.
+//!
+//! The consensus object is the [`Model`] (row-major weights). The CPU kernels want
+//! their own weight layouts: a [`PackedModel`] is the model laid out for one
+//! [`Backend`] (built once per model by whoever runs many passes on it: the miner,
+//! a [`crate::puzzle::Solver`]); [`forward`] on a plain `&Model` lays it out per
+//! call, which is what a one-pass verification pays anyway.
 
 mod matmul;
 pub mod ops;
@@ -14,10 +20,10 @@ pub mod ops;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::model::{Matrix, Model};
+use crate::model::{Layer, Matrix, Model};
 use ops::*;
 
-pub use matmul::{simd_backend_name, Backend};
+pub use matmul::{simd_backend_name, Backend, PackedMatrix};
 
 /// Switches off a part of the model. Only used to prove that every part matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -50,6 +56,80 @@ pub struct LayerStats {
     pub residual_clipped: u64,
 }
 
+/// The matrices of one block laid out for a backend.
+#[derive(Clone, Debug)]
+struct PackedLayer {
+    wq: PackedMatrix,
+    wk: PackedMatrix,
+    wv: PackedMatrix,
+    wo: PackedMatrix,
+    w_up: PackedMatrix,
+    w_down: PackedMatrix,
+}
+
+/// A [`Model`] with its matrices laid out for one backend's kernels
+/// ([`Backend::pack`]): what the CPU engine runs passes on. Build it once per model
+/// when running many passes (mining); it borrows the model (the embeddings, and the
+/// row-major weights that the scalar loop and the wasm kernels read) and holds only
+/// the backend's copies (none for those).
+#[derive(Clone, Debug)]
+pub struct PackedModel<'m> {
+    model: &'m Model,
+    backend: Backend,
+    layers: Vec<PackedLayer>,
+}
+
+impl<'m> PackedModel<'m> {
+    /// `model` laid out for `backend`.
+    pub fn new(model: &'m Model, backend: Backend) -> Self {
+        let layers = model
+            .layers
+            .iter()
+            .map(|l| PackedLayer {
+                wq: backend.pack(&l.wq),
+                wk: backend.pack(&l.wk),
+                wv: backend.pack(&l.wv),
+                wo: backend.pack(&l.wo),
+                w_up: backend.pack(&l.w_up),
+                w_down: backend.pack(&l.w_down),
+            })
+            .collect();
+        PackedModel { model, backend, layers }
+    }
+
+    /// `model` laid out for the fastest backend of this CPU ([`Backend::detect`]).
+    pub fn detect(model: &'m Model) -> Self {
+        Self::new(model, Backend::detect())
+    }
+
+    /// The consensus model.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// The kernels the layouts are for.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many of the model's matrices run this backend's SIMD kernel on this
+    /// machine (the rest run the scalar loop); 0 for [`Backend::Scalar`].
+    pub fn simd_matrices(&self) -> usize {
+        self.pairs().filter(|(w, p)| self.backend.runs_simd(w, p)).count()
+    }
+
+    /// Bytes held in packed copies (0 where the kernels read the model's weights).
+    pub fn packed_bytes(&self) -> usize {
+        self.pairs().map(|(_, p)| p.packed_len()).sum()
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&'m Matrix, &PackedMatrix)> + '_ {
+        self.model.layers.iter().zip(&self.layers).flat_map(|(l, p): (&'m Layer, &PackedLayer)| {
+            [(&l.wq, &p.wq), (&l.wk, &p.wk), (&l.wv, &p.wv), (&l.wo, &p.wo), (&l.w_up, &p.w_up), (&l.w_down, &p.w_down)]
+        })
+    }
+}
+
 /// Buffers reused across forward passes, so the miner's hot loop never allocates.
 pub struct Scratch {
     x: Vec<i32>,
@@ -70,7 +150,9 @@ impl Scratch {
         Self::with_backend(model, Backend::detect())
     }
 
-    /// Buffers with an explicit kernel choice (tests compare the backends).
+    /// Buffers with an explicit kernel choice for [`forward`] on a plain [`Model`]
+    /// (tests compare the backends). [`forward_packed`] runs the kernels its
+    /// [`PackedModel`] was laid out for.
     pub fn with_backend(model: &Model, backend: Backend) -> Self {
         let s = model.spec.seq_len as usize;
         let d = model.spec.d_model as usize;
@@ -89,14 +171,16 @@ impl Scratch {
         }
     }
 
-    /// The kernels in use.
+    /// The kernels [`forward`] lays the model out for.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 }
 
 /// Runs the forward pass on `tokens` (each `< vocab`, exactly `seq_len` of them) and
-/// writes the `d_model` output bytes.
+/// writes the `d_model` output bytes, laying the weights out for `scratch`'s backend
+/// first (one pass: a verification). Many passes on one model should build a
+/// [`PackedModel`] once and call [`forward_packed`].
 ///
 /// Panics if the lengths do not match the model; callers derive tokens with
 /// [`crate::puzzle::input_tokens`], which always produces the right count.
@@ -111,8 +195,28 @@ pub fn forward_with(
     sc: &mut Scratch,
     out: &mut [i8],
     ablation: Ablation,
+    stats: Option<&mut Vec<LayerStats>>,
+) {
+    let packed = PackedModel::new(model, sc.backend);
+    forward_packed_with(&packed, tokens, sc, out, ablation, stats);
+}
+
+/// [`forward`] on a model already laid out for its backend: the mining hot loop.
+pub fn forward_packed(model: &PackedModel<'_>, tokens: &[u16], scratch: &mut Scratch, out: &mut [i8]) {
+    forward_packed_with(model, tokens, scratch, out, Ablation::None, None);
+}
+
+/// [`forward_packed`] with an ablation and optional statistics (analysis only).
+pub fn forward_packed_with(
+    packed: &PackedModel<'_>,
+    tokens: &[u16],
+    sc: &mut Scratch,
+    out: &mut [i8],
+    ablation: Ablation,
     mut stats: Option<&mut Vec<LayerStats>>,
 ) {
+    let model = packed.model;
+    let backend = packed.backend;
     let spec = &model.spec;
     let s = spec.seq_len as usize;
     let d = spec.d_model as usize;
@@ -134,7 +238,7 @@ pub fn forward_with(
     }
 
     let n_layers = model.layers.len();
-    for (l, layer) in model.layers.iter().enumerate() {
+    for (l, (layer, pl)) in model.layers.iter().zip(&packed.layers).enumerate() {
         let last = l + 1 == n_layers;
         // Positions whose outputs this block must produce.
         let first_pos = if last { s - 1 } else { 0 };
@@ -148,22 +252,22 @@ pub fn forward_with(
             }
             let sh = act_shift(d);
             // Keys and values for every position; queries only where needed.
-            project(sc.backend, &sc.h, s, &layer.wk, &mut sc.acc, &mut sc.k, sh, st.as_deref_mut());
-            project(sc.backend, &sc.h, s, &layer.wv, &mut sc.acc, &mut sc.v, sh, st.as_deref_mut());
+            project(backend, &sc.h, s, (&layer.wk, &pl.wk), &mut sc.acc, &mut sc.k, sh, st.as_deref_mut());
+            project(backend, &sc.h, s, (&layer.wv, &pl.wv), &mut sc.acc, &mut sc.v, sh, st.as_deref_mut());
             let hq = &sc.h[first_pos * d..];
             project(
-                sc.backend,
+                backend,
                 hq,
                 s - first_pos,
-                &layer.wq,
+                (&layer.wq, &pl.wq),
                 &mut sc.acc,
                 &mut sc.q[first_pos * d..],
                 sh,
                 st.as_deref_mut(),
             );
-            attention(spec.head_dim(), d, first_pos, s, sc, st.as_deref_mut());
+            attention(backend, spec.head_dim(), d, first_pos, s, sc, st.as_deref_mut());
             let rows = s - first_pos;
-            sc.backend.matmul(&sc.att[first_pos * d..], rows, &layer.wo, &mut sc.acc[..rows * d]);
+            backend.matmul_packed(&sc.att[first_pos * d..], rows, &layer.wo, &pl.wo, &mut sc.acc[..rows * d]);
             add_residual(&mut sc.x[first_pos * d..s * d], &sc.acc[..rows * d], residual_shift(d));
         }
         if !skip_mlp {
@@ -172,10 +276,10 @@ pub fn forward_with(
                 rms_norm(&sc.x[p * d..(p + 1) * d], &mut sc.h[p * d..(p + 1) * d]);
             }
             project(
-                sc.backend,
+                backend,
                 &sc.h[first_pos * d..],
                 rows,
-                &layer.w_up,
+                (&layer.w_up, &pl.w_up),
                 &mut sc.acc,
                 &mut sc.up,
                 act_shift(d),
@@ -184,7 +288,7 @@ pub fn forward_with(
             for u in sc.up[..rows * f].iter_mut() {
                 *u = GELU_TABLE[(*u as i32 + 128) as usize];
             }
-            sc.backend.matmul(&sc.up[..rows * f], rows, &layer.w_down, &mut sc.acc[..rows * d]);
+            backend.matmul_packed(&sc.up[..rows * f], rows, &layer.w_down, &pl.w_down, &mut sc.acc[..rows * d]);
             add_residual(&mut sc.x[first_pos * d..s * d], &sc.acc[..rows * d], residual_shift(f));
         }
         if let Some(st) = st {
@@ -204,14 +308,14 @@ fn project(
     backend: Backend,
     src: &[i8],
     rows: usize,
-    w: &Matrix,
+    (w, p): (&Matrix, &PackedMatrix),
     acc: &mut [i32],
     dst: &mut [i8],
     shift: u32,
     stats: Option<&mut LayerStats>,
 ) {
     let n = rows * w.rows;
-    backend.matmul(&src[..rows * w.cols], rows, w, &mut acc[..n]);
+    backend.matmul_packed(&src[..rows * w.cols], rows, w, p, &mut acc[..n]);
     for (o, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
         *o = clamp_i8(round_shift(a, shift));
     }
@@ -239,8 +343,16 @@ fn add_residual(x: &mut [i32], update: &[i32], shift: u32) {
 /// score_shift`; `w_j = exp2_weight(t_j)`; `r = 2^30 / Σ w` (floor);
 /// `p_j = min((w_j · r + 2^22) >> 23, 127)` (Q7 probability);
 /// `att_i = clamp_i8(round_shift(Σ_j p_j · v_j, PROB_BITS))`.
-fn attention(hd: usize, d: usize, first: usize, s: usize, sc: &mut Scratch, stats: Option<&mut LayerStats>) {
-    if !sc.backend.attention(hd, d, first, s, &sc.q, &sc.k, &sc.v, &mut sc.att) {
+fn attention(
+    backend: Backend,
+    hd: usize,
+    d: usize,
+    first: usize,
+    s: usize,
+    sc: &mut Scratch,
+    stats: Option<&mut LayerStats>,
+) {
+    if !backend.attention(hd, d, first, s, &sc.q, &sc.k, &sc.v, &mut sc.att) {
         attention_scalar(hd, d, first, s, sc);
     }
     if let Some(st) = stats {

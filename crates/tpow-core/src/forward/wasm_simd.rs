@@ -10,7 +10,8 @@
 //! follow.
 //!
 //! The matrix kernels read the row-major weights (`Matrix::data`) directly: no
-//! packed layout, so nothing to misread and nothing to build. A packed copy (the
+//! packed layout (`Backend::pack` gives the row-major form, which holds nothing), so
+//! nothing to misread and nothing to build. A packed copy (the
 //! AVX2 layout, 16 outputs × 2 inputs per 32 bytes) ran the forward pass no faster
 //! in V8 (9.7 against 9.8 ms for mainnet), while laying it out cost 6 ms of a
 //! 25 ms header verification (derivation + pass), the derivation being paid per
@@ -194,7 +195,8 @@ unsafe fn block_relaxed(xp: *const i8, xn: *const i8, k: usize, w: *const i8, ou
     unsafe { v128_store(out.cast(), lane_sums(diff)) };
 }
 
-// The attention kernel's tile, on operands it packs itself: blocks of 16 outputs of
+// The attention kernel's tile, on operands it packs itself (`pack_pairs16`, the
+// AVX2 weight layout, shared with the AVX2 attention): blocks of 16 outputs of
 // `k / 2` groups of 32 bytes, group `kp` holding `w[16 nb + j][2 kp]` and
 // `w[16 nb + j][2 kp + 1]` for each output `j` in turn; 2 activations (as i16) are
 // broadcast against 4 outputs × 2 inputs sign-extended by `v128.load8x8_s`, and
@@ -278,13 +280,7 @@ pub(super) fn attention(hd: usize, d: usize, first: usize, s: usize, q: &[i8], k
     for h in 0..n_heads {
         let off = h * hd;
         // kp[(j / 16) * 16 * hd + (c / 2) * 32 + (j % 16) * 2 + c % 2] = k[j][off + c].
-        for j in 0..s {
-            let row = &k[j * d + off..][..hd];
-            let dst = &mut kp[(j / 16) * 16 * hd + (j % 16) * 2..];
-            for (c, &x) in row.iter().enumerate() {
-                dst[(c / 2) * 32 + c % 2] = x;
-            }
-        }
+        super::pack_pairs16(&k[off..], d, s, hd, &mut kp);
         // vp[(c / 16) * 16 * sp + (j / 2) * 32 + (c % 16) * 2 + j % 2] = v[j][off + c];
         // keys past s stay 0.
         for j in 0..s {

@@ -5,10 +5,12 @@
 //! `#[test]`, and its dev-dependencies do not build for wasm32): the module exports
 //! `tpow_run(mode, reps)` and imports a clock and a log, and `run.mjs` runs it in
 //! Node.js (`run.html` in a browser), without wasm-bindgen. Mode bit 1 runs the
-//! checks (random matrices, attention, forward passes on random models, the
-//! committed test vectors through [`ModelCache`], which is what the light client
-//! calls), bit 2 the benchmark; a failed check panics, which traps, which the runner
-//! reports as a failure.
+//! checks (random matrices, attention, forward passes on random models, and every
+//! committed forward-pass vector: the chain files through [`ModelCache`], which is
+//! what the light client calls, and through every backend of the build, and the
+//! conformance models of tests/vectors/forward.json, where every clamp and guard
+//! fires, through every backend), bit 2 the benchmark; a failed check panics, which
+//! traps, which the runner reports as a failure.
 //!
 //! ```sh
 //! cd crates/tpow-core/examples/wasm_simd
@@ -25,10 +27,14 @@
 
 use tpow_core::chain::PowInput;
 use tpow_core::forward::ops::{clamp_i8, exp2_weight, round_shift, score_shift, PROB_BITS};
-use tpow_core::forward::{forward, simd_backend_name, Backend, Scratch};
+use tpow_core::forward::{forward, forward_packed, simd_backend_name, Backend, PackedModel, Scratch};
 use tpow_core::model::{derive_tensor, Matrix, TensorKind, NO_LAYER};
-use tpow_core::puzzle::{input_tokens, pow_hash};
+use tpow_core::puzzle::{input_tokens, output_digest, pow_hash};
 use tpow_core::{ChainParams, Model, ModelCache, ModelSpec};
+
+/// The committed vector files, parsed (shared with tpow-core's and tpow-gpu's tests).
+#[path = "../../../tests/common/vector_files.rs"]
+mod vector_files;
 
 #[cfg(target_arch = "wasm32")]
 mod host {
@@ -126,52 +132,38 @@ impl Rng {
     }
 }
 
-/// The SIMD backends compiled into this build (the scalar loop is the reference).
+/// The SIMD backends of this build and machine (the scalar loop is the reference):
+/// on wasm32 those compiled in, natively those the CPU has.
 fn simd_backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    v.push(Backend::WasmSimd128);
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd"))]
-    v.push(Backend::WasmRelaxedSimd);
-    let d = Backend::detect();
-    if d != Backend::Scalar && !v.contains(&d) {
-        v.push(d);
-    }
-    v
+    Backend::available().into_iter().filter(|&b| b != Backend::Scalar).collect()
 }
 
-fn matrix_for(b: Backend, rows: usize, cols: usize, data: Vec<i8>) -> Matrix {
-    let packed = b.pack(rows, cols, &data);
-    Matrix { rows, cols, data, packed }
-}
-
-/// `model` with its weights laid out for `b`.
-fn repacked(model: &Model, b: Backend) -> Model {
-    let mut m = model.clone();
-    for l in m.layers.iter_mut() {
-        for w in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_up, &mut l.w_down] {
-            w.packed = b.pack(w.rows, w.cols, &w.data);
-        }
-    }
-    m
+/// `model` laid out for `b`; a SIMD backend must run its own kernel on every matrix
+/// of the shapes used here (no silent scalar fallback).
+fn packed_for(model: &Model, b: Backend) -> PackedModel<'_> {
+    let p = PackedModel::new(model, b);
+    let want = if b == Backend::Scalar { 0 } else { 6 * model.layers.len() };
+    assert!(p.simd_matrices() == want, "{b:?}: {} of {want} matrices on its kernel", p.simd_matrices());
+    p
 }
 
 /// Every backend on `x` (`rows` rows) times `data` (`n x k`) against the scalar loop;
 /// returns the number of comparisons.
 fn check_matmul(rows: usize, n: usize, k: usize, x: &[i8], data: &[i8]) -> usize {
+    let w = Matrix { rows: n, cols: k, data: data.to_vec() };
     let mut want = vec![0i32; rows * n];
-    Backend::Scalar.matmul(x, rows, &matrix_for(Backend::Scalar, n, k, data.to_vec()), &mut want);
+    Backend::Scalar.matmul(x, rows, &w, &mut want);
     let mut count = 0;
     for b in simd_backends() {
-        let w = matrix_for(b, n, k, data.to_vec());
+        let p = b.pack(&w);
         let mut got = vec![1i32; rows * n];
-        b.matmul(x, rows, &w, &mut got);
+        b.matmul_packed(x, rows, &w, &p, &mut got);
         assert!(got == want, "{b:?} matmul rows={rows} n={n} k={k}");
         count += 1;
-        // Another backend's layout is never misread: it falls back to the scalar loop.
+        // Another backend's layout is never misread (at worst the scalar loop runs).
         for other in simd_backends() {
             let mut got = vec![1i32; rows * n];
-            other.matmul(x, rows, &w, &mut got);
+            other.matmul_packed(x, rows, &w, &p, &mut got);
             assert!(got == want, "{other:?} on {b:?} layout rows={rows} n={n} k={k}");
         }
     }
@@ -300,8 +292,7 @@ fn checks() -> usize {
     for (spec, seeds, nonces) in [(ModelSpec::DEVNET, 4u8, 16u64), (ModelSpec::MAINNET, 2, 2)] {
         for seed in 0..seeds {
             let model = Model::derive(&spec, &[seed.wrapping_mul(37).wrapping_add(1); 32]).expect("valid spec");
-            let variants: Vec<(Backend, Model)> =
-                simd_backends().into_iter().map(|b| (b, repacked(&model, b))).collect();
+            let variants: Vec<PackedModel<'_>> = simd_backends().into_iter().map(|b| packed_for(&model, b)).collect();
             let mut reference = Scratch::with_backend(&model, Backend::Scalar);
             let mut tokens = vec![0u16; spec.seq_len as usize];
             let dm = spec.d_model as usize;
@@ -311,10 +302,10 @@ fn checks() -> usize {
                 input_tokens(&spec, &template, nonce, &mut tokens);
                 let mut want = vec![0i8; dm];
                 forward(&model, &tokens, &mut reference, &mut want);
-                for (b, m) in &variants {
+                for p in &variants {
                     let mut got = vec![0i8; dm];
-                    forward(m, &tokens, &mut Scratch::with_backend(m, *b), &mut got);
-                    assert!(got == want, "{b:?} forward seed {seed} nonce {nonce}");
+                    forward_packed(p, &tokens, &mut Scratch::new(&model), &mut got);
+                    assert!(got == want, "{:?} forward seed {seed} nonce {nonce}", p.backend());
                     count += 1;
                 }
             }
@@ -323,12 +314,45 @@ fn checks() -> usize {
 
     // The committed vectors, through the light client's entry point (this build's
     // default backend) and through every backend's forward pass.
-    for (chain, text) in [
-        ("devnet", include_str!("../../../../../tests/vectors/devnet.json")),
-        ("mainnet", include_str!("../../../../../tests/vectors/mainnet.json")),
-    ] {
+    for (chain, text) in [("devnet", vector_files::DEVNET_JSON), ("mainnet", vector_files::MAINNET_JSON)] {
         count += check_vectors(chain, text);
     }
+    count + check_conformance_vectors()
+}
+
+/// Every case of tests/vectors/forward.json (conformance models, §14.1): the weights
+/// of the models, and each forward pass through every backend of this build.
+fn check_conformance_vectors() -> usize {
+    let (cases, weights) = vector_files::conformance_cases(vector_files::FORWARD_JSON);
+    assert!(cases.len() >= 32 && weights.len() >= 16, "forward.json: too few cases");
+    let mut count = 0;
+    for w in &weights {
+        let model = w.model.model(&w.spec);
+        let got = vector_files::tensor(&model, w.layer, w.kind);
+        assert!(got[..w.weights.len()] == w.weights[..], "forward.json {}: weights", w.name);
+        count += 1;
+    }
+    let mut model: Option<(ModelSpec, vector_files::ModelSource, Model)> = None;
+    for c in &cases {
+        if model.as_ref().is_none_or(|(s, m, _)| *s != c.spec || *m != c.model) {
+            model = Some((c.spec, c.model.clone(), c.model.model(&c.spec)));
+        }
+        let m = &model.as_ref().expect("set above").2;
+        assert!(output_digest(&c.output) == c.output_digest, "forward.json {}: the file's digest", c.name);
+        for b in Backend::available() {
+            let mut got = vec![0i8; c.spec.d_model as usize];
+            forward_packed(&packed_for(m, b), &c.tokens, &mut Scratch::new(m), &mut got);
+            assert!(got == c.output, "forward.json {}: {b:?} output", c.name);
+            count += 1;
+        }
+    }
+    log(&format!(
+        "forward.json: {} weight cases, {} passes on {} conformance cases, every backend ({:?}) as committed",
+        weights.len(),
+        count - weights.len(),
+        cases.len(),
+        Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>()
+    ));
     count
 }
 
@@ -364,10 +388,9 @@ fn check_vectors(chain: &str, text: &str) -> usize {
         let model = cache.model(&spec, &prev_id).expect("valid spec").clone();
         let mut tokens = vec![0u16; spec.seq_len as usize];
         input_tokens(&spec, &template, nonce, &mut tokens);
-        for b in simd_backends().into_iter().chain([Backend::Scalar]) {
-            let m = repacked(&model, b);
+        for b in Backend::available() {
             let mut got = vec![0i8; spec.d_model as usize];
-            forward(&m, &tokens, &mut Scratch::with_backend(&m, b), &mut got);
+            forward(&model, &tokens, &mut Scratch::with_backend(&model, b), &mut got);
             assert!(got.iter().map(|&v| v as u8).eq(output.iter().copied()), "{chain} nonce {nonce}: {b:?} output");
         }
         count += 1;
@@ -423,16 +446,20 @@ fn bench(reps: usize) {
     let mut tokens = vec![0u16; spec.seq_len as usize];
     let mut out = vec![0i8; d];
     let mut pass_ms = |b: Backend| {
-        let m = repacked(&model, b);
-        let mut sc = Scratch::with_backend(&m, b);
+        let p = PackedModel::new(&model, b);
+        let mut sc = Scratch::with_backend(&model, b);
         let mut nonce = 0u64;
         median_ms(reps, || {
             nonce += 1;
             input_tokens(&spec, &template, nonce, &mut tokens);
-            forward(&m, &tokens, &mut sc, &mut out);
+            forward_packed(&p, &tokens, &mut sc, &mut out);
         })
     };
     let best = Backend::detect();
+    // Laying the weights out for this build's kernels (nothing to do for wasm).
+    let pack_ms = median_ms(reps, || {
+        PackedModel::new(&model, best);
+    });
     let best_ms = pass_ms(best);
     let scalar_ms = pass_ms(Backend::Scalar);
     // What the light client runs per header: a fresh model, one pass, the digest.
@@ -443,6 +470,7 @@ fn bench(reps: usize) {
     log(&format!("mainnet, median of {reps} runs ({}):", simd_backend_name()));
     log(&format!("  header verify (fresh ModelCache::output_digest: derivation + pass + digest) {verify_ms:.2} ms"));
     log(&format!("  model derivation {derive_ms:.2} ms (weight streams alone, blake3: {stream_ms:.2} ms)"));
+    log(&format!("  weights laid out for {best:?}: {pack_ms:.2} ms"));
     log(&format!("  forward pass {best_ms:.2} ms; with the scalar loop in this build {scalar_ms:.2} ms"));
     for b in simd_backends() {
         if b != best {
