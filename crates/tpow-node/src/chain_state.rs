@@ -1,6 +1,7 @@
-//! The node's chain state: the sans-io [`HeaderChain`] of tpow-core, the full
-//! [`Mmr`] of the best chain (for proofs), and the [`Store`] that makes both
-//! durable. Synchronous and single-owner: the chain service task owns it, so no
+//! The node's chain state: the sans-io [`HeaderChain`] of tpow-core and the full
+//! [`Mmr`] of the best chain (for proofs). Pure: no clock, no disk, no threads of
+//! its own (only [`verify_branch`] spawns scoped workers). Synchronous and
+//! single-owner: the chain service task owns it together with the store, so no
 //! lock guards consensus state.
 //!
 //! Validation of a batch of blocks is split into three steps so that the costly
@@ -12,17 +13,27 @@
 //!    it costs us a forward pass, and a branch that could never win costs none.
 //! 2. [`verify_branch`]: the forward passes, on all cores, outside the service,
 //!    in a random order and in chunks; the first wrong digest ends the batch.
-//! 3. [`ChainState::apply`]: insertion, fork choice, pruning of side branches that
-//!    fell out of the margin, one database commit, and only then the answer.
+//! 3. [`ChainState::apply`]: computes, without changing anything, what the
+//!    verified batch changes: a [`CommitPlan`] (new rows, the best-chain index
+//!    update, side blocks to delete) inside a [`Transition`]. The service writes
+//!    the plan to the database in one transaction and only then calls
+//!    [`ChainState::advance`], which inserts the headers in memory (fork choice,
+//!    MMR) and prunes side branches that fell out of the margin. A failed commit
+//!    therefore leaves memory exactly as it was: memory is never ahead of the disk.
+//!
+//! Pruned side blocks are deleted from the database with the next commit (or at
+//! the next start, which prunes again): a side block left on disk a little longer
+//! is harmless, a best-chain row missing from disk would not be.
 
 use std::collections::{HashSet, VecDeque};
 
 use tpow_core::body::{check_body, Body, BodyError};
-use tpow_core::chain::{mmr_leaf, BranchError, PendingBranch};
+use tpow_core::chain::{mmr_leaf, BranchError, PendingBranch, VerifiedHeader};
 use tpow_core::mmr::{Mmr, MmrError, MmrProof};
+use tpow_core::target::block_work;
 use tpow_core::{BlockId, ChainParams, Header, HeaderChain, HeaderError, InsertOutcome, ModelCache, U256};
 
-use crate::store::{BestUpdate, NewBlock, Store, StoreError};
+use crate::store::{BestUpdate, CommitPlan, NewRow};
 
 /// Most blocks accepted in one submission (one sync response).
 pub const MAX_BATCH: usize = 2_000;
@@ -62,12 +73,17 @@ pub enum BlockError {
     /// The block already failed a forward pass here.
     #[error("block already known to be invalid")]
     KnownInvalid,
+    /// The sync lane is full or busy with another segment: offer it again
+    /// later. Not a fault.
+    #[error("sync queue busy")]
+    Busy,
+    /// Refused because the segment it extends was refused. Not this sender's
+    /// fault as such (its own segment was never checked).
+    #[error("dropped: the segment it extends was refused")]
+    Abandoned,
     /// More than [`MAX_BATCH`] blocks.
     #[error("batch of {0} blocks exceeds the maximum {MAX_BATCH}")]
     TooMany(usize),
-    /// The database failed: the node cannot continue safely.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// What the network layer should do about the sender of a rejected block.
@@ -77,7 +93,7 @@ pub enum Verdict {
     Ban,
     /// The parent is unknown: sync from the sender.
     NeedParent,
-    /// Not the sender's fault (already known, our clock, our disk): ignore.
+    /// Not the sender's fault (already known, our clock): ignore.
     Ignore,
 }
 
@@ -97,7 +113,7 @@ impl BlockError {
             | BlockError::NotContiguous(_)
             | BlockError::KnownInvalid
             | BlockError::TooMany(_) => Verdict::Ban,
-            BlockError::Store(_) | BlockError::LowWork(_) => Verdict::Ignore,
+            BlockError::LowWork(_) | BlockError::Busy | BlockError::Abandoned => Verdict::Ignore,
         }
     }
 }
@@ -147,7 +163,7 @@ impl Prepared {
     }
 }
 
-/// What [`ChainState::apply`] did.
+/// What [`ChainState::advance`] did.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Blocks stored.
@@ -156,10 +172,37 @@ pub struct Applied {
     pub new_tip: bool,
     /// Deepest reorg: blocks removed from the best chain.
     pub reorged: usize,
-    /// Side-branch blocks pruned (from memory and disk) after this batch.
+    /// Side-branch blocks pruned (from memory now, from disk with the next commit).
     pub pruned: usize,
     /// Why a block was not inserted (the rest of the batch was dropped).
     pub error: Option<BlockError>,
+    /// Forward passes run for this batch.
+    pub passes: usize,
+    /// Headers of this batch taken without a pass (`--assume-valid`).
+    pub assumed: usize,
+}
+
+/// A verified batch that is not yet in the chain: what to write
+/// ([`Transition::plan`]) and what to insert in memory once it is written.
+#[derive(Debug)]
+#[must_use = "a transition changes nothing until committed and advanced"]
+pub struct Transition {
+    plan: CommitPlan,
+    verified: Vec<VerifiedHeader>,
+    /// Why the batch was cut short (the headers before it are still applied).
+    error: Option<BlockError>,
+}
+
+impl Transition {
+    /// What the database must hold before memory may change.
+    pub fn plan(&self) -> &CommitPlan {
+        &self.plan
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_noop(&self) -> bool {
+        self.plan.is_empty()
+    }
 }
 
 /// The best tip, as published to the miner, the API and WebSocket clients.
@@ -177,27 +220,41 @@ pub struct TipInfo {
     pub timestamp_ms: u64,
 }
 
-/// Headers, MMR and store of one node.
+/// What the database held at start: every stored header with its insertion
+/// sequence number (in sequence order), and the stored best-chain index.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// `(seq, header)`, ascending `seq`.
+    pub headers: Vec<(u64, Header)>,
+    /// Ids of the stored best chain from height 0.
+    pub best: Vec<BlockId>,
+}
+
+/// Headers and MMR of one node.
 pub struct ChainState {
     chain: HeaderChain,
     mmr: Mmr,
-    store: Store,
     next_seq: u64,
+    /// Side blocks pruned from memory that the database still holds: deleted by
+    /// the next commit plan.
+    pruned_on_disk: Vec<(u64, BlockId)>,
     known_invalid: HashSet<BlockId>,
     known_invalid_order: VecDeque<BlockId>,
 }
 
 impl ChainState {
-    /// Rebuilds the header chain and MMR from `store`.
+    /// Rebuilds the header chain and MMR from what the store held, and returns
+    /// the repair the store needs (side branches that fell out of the margin,
+    /// and a best-chain index that disagrees with the headers) as a plan to
+    /// commit before the state is used.
     ///
     /// Stored headers were fully verified when first accepted, so the rebuild runs
     /// the cheap checks again (a damaged file shows up as a failed link) but takes
     /// the stored output digests as given instead of repeating every forward pass.
-    pub fn rebuild(params: ChainParams, store: Store) -> Result<Self, OpenError> {
+    pub fn rebuild(params: ChainParams, stored: Stored) -> Result<(Self, CommitPlan), OpenError> {
         let mut chain = HeaderChain::new(params)?;
-        let stored = store.load_headers()?;
         let mut next_seq = 1;
-        for (seq, header) in &stored {
+        for (seq, header) in &stored.headers {
             // `u64::MAX` as "now": the future-timestamp check passed when it mattered.
             let pending = chain
                 .precheck(header, u64::MAX)
@@ -210,10 +267,7 @@ impl ChainState {
         }
         // Side branches that fell out of the margin while the node was down (or
         // were stored by an older version that kept every branch).
-        let pruned = chain.prune();
-        if !pruned.is_empty() {
-            store.commit(&[], None, &pruned)?;
-        }
+        let mut plan = CommitPlan { pruned: chain.prune(), ..CommitPlan::default() };
         let mut mmr = Mmr::new();
         let mut best = Vec::with_capacity(chain.height() as usize + 1);
         for h in 0..=chain.height() {
@@ -221,22 +275,21 @@ impl ChainState {
             mmr.push(mmr_leaf(e.id, &e.target));
             best.push(e.id);
         }
+        // The index is derived data: rewrite it if it disagrees (an old file, or a
+        // crash between versions of this software).
+        if stored.best != best {
+            plan.best =
+                Some(BestUpdate { from: 0, ids: best, old_height: (stored.best.len() as u64).saturating_sub(1) });
+        }
         let state = ChainState {
             chain,
             mmr,
-            store,
             next_seq,
+            pruned_on_disk: Vec::new(),
             known_invalid: HashSet::new(),
             known_invalid_order: VecDeque::new(),
         };
-        // The index is derived data: rewrite it if it disagrees (an old file, or a
-        // crash between versions of this software).
-        let stored_best = state.store.best_ids()?;
-        if stored_best != best {
-            let old_height = (stored_best.len() as u64).saturating_sub(1);
-            state.store.commit(&[], Some(BestUpdate { from: 0, ids: &best, old_height }), &[])?;
-        }
-        Ok(state)
+        Ok((state, plan))
     }
 
     /// Chain parameters.
@@ -256,6 +309,11 @@ impl ChainState {
         }
     }
 
+    /// Whether a header with this id is in the chain (any branch).
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.chain.get(id).is_some()
+    }
+
     /// Step 1: the cheap checks of a batch (see the module docs).
     pub fn prepare(&self, blocks: Vec<(Header, Body)>, now_ms: u64) -> Result<Prepared, BlockError> {
         if blocks.len() > MAX_BATCH {
@@ -273,28 +331,110 @@ impl ChainState {
         Ok(Prepared { branch, bodies })
     }
 
-    /// Step 3: insert the blocks whose forward passes gave `digests` (in header
-    /// order), prune, commit, and report. A wrong digest rejects the whole batch.
-    pub fn apply(&mut self, prepared: Prepared, digests: &[[u8; 32]]) -> Applied {
-        let mut out = Applied::default();
-        let old_height = self.chain.height();
-        let mut lowest_fork: Option<u64> = None;
-        let mut new_rows: Vec<(u64, Header, BlockId, Vec<u8>)> = Vec::new();
-        let verified = match prepared.branch.complete(digests) {
-            Ok(v) => v,
-            Err(e) => {
-                out.error = Some(self.note_failed(e, &prepared));
-                return out;
+    /// The cheap checks a segment allows before its parent is known (it waits
+    /// behind the segment it extends): it links internally, no id is known to be
+    /// invalid, and every header passes tpow-core's detached checks (version,
+    /// time, an ASERT bound, the pow hash). `ids` are the headers' ids.
+    pub fn check_unlinked(&self, blocks: &[(Header, Body)], ids: &[BlockId], now_ms: u64) -> Result<(), BlockError> {
+        for (i, (h, _)) in blocks.iter().enumerate() {
+            if i > 0 && h.prev_id != ids[i - 1] {
+                return Err(BlockError::NotContiguous(i));
             }
-        };
-        for (verified, body) in verified.into_iter().zip(&prepared.bodies) {
-            let header = *verified.header();
-            let id = verified.id();
-            match self.chain.insert(verified) {
+            if self.known_invalid.contains(&ids[i]) {
+                return Err(BlockError::KnownInvalid);
+            }
+            tpow_core::chain::check_detached(self.params(), h, now_ms)
+                .map_err(|source| BlockError::Header { height: h.height, source })?;
+        }
+        Ok(())
+    }
+
+    /// Every cheap check of a segment (as [`Self::prepare`] runs them, with the
+    /// work threshold) and the total work it claims up to its last header;
+    /// nothing is kept. `None` when every header is already known.
+    pub fn claimed_work(&self, headers: &[Header], now_ms: u64) -> Result<Option<U256>, BlockError> {
+        Ok(self.chain.precheck_branch(headers, now_ms)?.claimed_work())
+    }
+
+    /// Step 3a, pure: what inserting the blocks whose forward passes gave
+    /// `digests` (in header order) changes, as a plan to commit. A wrong digest
+    /// rejects the whole batch (and the id is remembered, see
+    /// [`Self::note_failed`]). Headers inserted meanwhile are skipped; a header
+    /// whose parent vanished meanwhile ends the batch there (the error is kept in
+    /// the transition and reported by [`Self::advance`]).
+    pub fn apply(&self, prepared: &Prepared, digests: &[[u8; 32]]) -> Result<Transition, BranchError> {
+        let verified = prepared.branch.complete(digests)?;
+        let mut plan = CommitPlan { pruned: self.pruned_on_disk.clone(), ..CommitPlan::default() };
+        let mut kept: Vec<VerifiedHeader> = Vec::with_capacity(verified.len());
+        // Total work of each kept header, by position in `kept`.
+        let mut works: Vec<U256> = Vec::with_capacity(verified.len());
+        let mut error = None;
+        let mut seq = self.next_seq;
+        for (v, body) in verified.into_iter().zip(&prepared.bodies) {
+            let header = *v.header();
+            let id = v.id();
+            if self.chain.get(&id).is_some() || kept.iter().any(|k| k.id() == id) {
+                continue;
+            }
+            let parent_work = match kept.last() {
+                Some(last) if last.id() == header.prev_id => works.last().copied(),
+                _ => self.chain.get(&header.prev_id).map(|e| e.total_work),
+            };
+            let (Some(parent_work), Ok(target)) = (parent_work, header.bits.to_target()) else {
+                error = Some(BlockError::Header { height: header.height, source: HeaderError::UnknownParent });
+                break;
+            };
+            works.push(parent_work.saturating_add(block_work(target)));
+            plan.blocks.push(NewRow { seq, header, id, body: body.encode() });
+            seq += 1;
+            kept.push(v);
+        }
+        // Fork choice over a contiguous segment: work grows along it, so the
+        // segment ends best iff its last header has strictly more work than the
+        // tip (PROTOCOL §12.2); the new best chain is then the path from the
+        // last header back to the best chain.
+        if let (Some(last), Some(work)) = (kept.last(), works.last()) {
+            if *work > self.chain.tip().total_work {
+                let mut path = Vec::new();
+                let mut cursor = last.id();
+                let fork = loop {
+                    let (height, prev) = match kept.iter().find(|k| k.id() == cursor) {
+                        Some(k) => (k.header().height, k.header().prev_id),
+                        None => match self.chain.get(&cursor) {
+                            Some(e) if self.chain.at_height(e.header.height).is_some_and(|b| b.id == cursor) => {
+                                break e.header.height;
+                            }
+                            Some(e) => (e.header.height, e.header.prev_id),
+                            // Unreachable for a linked segment; treat as no change.
+                            None => return Ok(Transition { plan, verified: kept, error }),
+                        },
+                    };
+                    path.push(cursor);
+                    if height == 0 {
+                        break 0;
+                    }
+                    cursor = prev;
+                };
+                path.reverse();
+                plan.best = Some(BestUpdate { from: fork + 1, ids: path, old_height: self.chain.height() });
+            }
+        }
+        Ok(Transition { plan, verified: kept, error })
+    }
+
+    /// Step 3b, after the plan of `transition` is durable: inserts its headers
+    /// in memory (fork choice, MMR), prunes side branches that fell out of the
+    /// margin (their rows go into the next plan) and reports.
+    pub fn advance(&mut self, transition: Transition) -> Applied {
+        let Transition { plan, verified, error } = transition;
+        let mut out = Applied { error, ..Applied::default() };
+        // What the plan deleted is gone from disk.
+        self.pruned_on_disk.retain(|p| !plan.pruned.contains(p));
+        for (v, row) in verified.into_iter().zip(&plan.blocks) {
+            match self.chain.insert(v) {
                 Ok(InsertOutcome::NewTip { fork_height, removed, added }) => {
                     out.new_tip = true;
                     out.reorged = out.reorged.max(removed.len());
-                    lowest_fork = Some(lowest_fork.map_or(fork_height, |f: u64| f.min(fork_height)));
                     self.mmr.truncate(fork_height + 1);
                     for a in &added {
                         if let Some(e) = self.chain.get(a) {
@@ -303,40 +443,19 @@ impl ChainState {
                     }
                 }
                 Ok(InsertOutcome::SideChain) => {}
-                // Inserted meanwhile by another batch: nothing to do.
-                Err(HeaderError::AlreadyKnown) => continue,
+                // `apply` skipped known headers and checked parents; the service
+                // runs apply, commit and advance without anything in between.
                 Err(source) => {
-                    out.error = Some(BlockError::Header { height: header.height, source });
+                    out.error = Some(BlockError::Header { height: row.header.height, source });
                     break;
                 }
             }
-            new_rows.push((self.next_seq, header, id, body.encode()));
-            self.next_seq += 1;
+            self.next_seq = self.next_seq.max(row.seq + 1);
             out.accepted += 1;
         }
         let pruned = self.chain.prune();
         out.pruned = pruned.len();
-        // A block of this batch that was pruned at once is simply not written.
-        new_rows.retain(|r| self.chain.get(&r.2).is_some());
-        if new_rows.is_empty() && pruned.is_empty() {
-            return out;
-        }
-        let blocks: Vec<NewBlock<'_>> =
-            new_rows.iter().map(|(seq, header, id, body)| NewBlock { seq: *seq, header, id: *id, body }).collect();
-        let best_ids: Vec<BlockId>;
-        let best = match lowest_fork {
-            Some(fork) => {
-                best_ids =
-                    ((fork + 1)..=self.chain.height()).filter_map(|h| self.chain.at_height(h).map(|e| e.id)).collect();
-                Some(BestUpdate { from: fork + 1, ids: &best_ids, old_height })
-            }
-            None => None,
-        };
-        if let Err(e) = self.store.commit(&blocks, best, &pruned) {
-            out.error = Some(BlockError::Store(e));
-            out.accepted = 0;
-            out.new_tip = false;
-        }
+        self.pruned_on_disk.extend(pruned);
         out
     }
 
@@ -388,9 +507,10 @@ impl ChainState {
         out
     }
 
-    /// Up to `max` best-chain blocks after the first locator entry that is on our
-    /// best chain (genesis if none is).
-    pub fn blocks_after(&self, locator: &[BlockId], max: usize) -> Result<Vec<(Header, Vec<u8>)>, StoreError> {
+    /// Up to `max` best-chain headers after the first locator entry that is on
+    /// our best chain (genesis if none is). The service adds their bodies from
+    /// the store.
+    pub fn headers_after(&self, locator: &[BlockId], max: usize) -> Vec<Header> {
         let start = locator
             .iter()
             .find_map(|id| {
@@ -398,19 +518,7 @@ impl ChainState {
                 (self.chain.at_height(e.header.height)?.id == *id).then_some(e.header.height)
             })
             .unwrap_or(0);
-        let headers = self.headers(start + 1, max as u64);
-        let keys: Vec<(u64, BlockId)> = headers.iter().map(|h| (h.height, h.id())).collect();
-        let bodies = self.store.bodies(&keys)?;
-        Ok(headers
-            .into_iter()
-            .zip(bodies)
-            .map(|(h, b)| {
-                // Bodies are written with their headers; a missing one can only be
-                // rebuilt from the header, which is exactly what a coinbase-only body is.
-                let b = b.unwrap_or_else(|| Body::coinbase_only(h.height, h.miner_key).encode());
-                (h, b)
-            })
-            .collect())
+        self.headers(start + 1, max as u64)
     }
 
     /// Proof that the best-chain header at `height` is in the MMR committed by the
@@ -441,9 +549,6 @@ impl ChainState {
 /// Why the chain could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
     /// A stored header does not fit the chain: the file belongs to another chain
     /// (different parameters or genesis) or is damaged.
     #[error("stored header at height {height} does not replay: {source} (wrong --chain/genesis for this data dir?)")]
@@ -462,72 +567,140 @@ pub enum OpenError {
     Params(#[from] tpow_core::ParamsError),
 }
 
+/// Forward passes a verifying thread takes from the shared order at a time:
+/// small, so a forged header costs at most a few passes per thread beyond the
+/// first wrong one.
+pub const PASSES_PER_THREAD_CHUNK: usize = 2;
+
 /// A header's index in the branch and its computed digest.
 type Digested = (usize, [u8; 32]);
 
-/// Forward passes one chunk runs per verifying thread: small, so a forged
-/// header costs at most a few passes beyond the first wrong one.
-pub const PASSES_PER_THREAD_CHUNK: usize = 2;
+/// What the forward passes of one batch cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyStats {
+    /// Forward passes run.
+    pub passes: usize,
+    /// Headers taken as valid without a pass (`--assume-valid`).
+    pub assumed: usize,
+    /// Models derived (one per distinct parent a thread met in a row).
+    pub derivations: usize,
+    /// Thread time spent deriving models.
+    pub derive: std::time::Duration,
+    /// Thread time spent in forward passes (and digests).
+    pub pass: std::time::Duration,
+}
 
-/// Step 2: the forward passes of a prepared batch on up to `threads` threads, in
-/// the order [`PendingBranch::verification_order`] draws from `seed` (fresh
-/// randomness per batch), in chunks of `threads × PASSES_PER_THREAD_CHUNK`; the
-/// first wrong digest stops the work. Returns the digests in header order and the
-/// number of passes run.
+/// Step 2: the forward passes of a prepared batch on up to `threads` threads.
+///
+/// The first `assumed` headers (a prefix of [`Prepared::branch`]'s headers that
+/// the operator's `--assume-valid` block descends from, see the service) get no
+/// pass: their claimed digest is taken. The others run in the order
+/// [`PendingBranch::verification_order`] draws from `seed` (fresh randomness per
+/// batch): every thread takes the next [`PASSES_PER_THREAD_CHUNK`] positions of
+/// that order from a shared cursor (no barrier between chunks, so every core
+/// stays busy), and the first wrong digest stops all threads after their
+/// current chunk. Each thread keeps its last model, so headers sharing a parent
+/// (siblings) derive it once. Returns the digests in header order and the cost.
 pub fn verify_branch(
     prepared: &Prepared,
     threads: usize,
     seed: &[u8; 32],
-) -> (Result<Vec<[u8; 32]>, BranchError>, usize) {
+    assumed: usize,
+) -> (Result<Vec<[u8; 32]>, BranchError>, VerifyStats) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
     let branch = &prepared.branch;
-    let threads = threads.clamp(1, branch.len().max(1));
-    let order = branch.verification_order(seed);
-    let mut digests = vec![[0u8; 32]; branch.len()];
-    let mut passes = 0;
-    for chunk in order.chunks(threads * PASSES_PER_THREAD_CHUNK) {
-        let per_thread = chunk.len().div_ceil(threads).max(1);
-        let results: Result<Vec<Digested>, (usize, HeaderError)> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .chunks(per_thread)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut cache = ModelCache::new();
-                        part.iter()
-                            .map(|&i| match branch.pow_input(i) {
-                                Some(input) => cache.output_digest(&input).map(|d| (i, d)).map_err(|e| (i, e)),
-                                None => Err((i, HeaderError::UnknownParent)),
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
+    let assumed = assumed.min(branch.len());
+    let mut digests: Vec<[u8; 32]> = branch.headers().map(|h| h.output_digest).collect();
+    let order: Vec<usize> = branch.verification_order(seed).into_iter().filter(|&i| i >= assumed).collect();
+    let mut stats = VerifyStats { assumed, ..VerifyStats::default() };
+    if order.is_empty() {
+        return (Ok(digests), stats);
+    }
+    let threads = threads.clamp(1, order.len().div_ceil(PASSES_PER_THREAD_CHUNK));
+    let cursor = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // The failure met earliest in the drawn order (what a sequential run would report).
+    let failure: Mutex<Option<(usize, BranchError)>> = Mutex::new(None);
+    let per_thread: Vec<(Vec<Digested>, VerifyStats)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut cache = ModelCache::new();
+                    let mut last_parent: Option<BlockId> = None;
+                    let mut out = Vec::new();
+                    let mut st = VerifyStats::default();
+                    'work: while !stop.load(Ordering::Relaxed) {
+                        let start = cursor.fetch_add(PASSES_PER_THREAD_CHUNK, Ordering::Relaxed);
+                        if start >= order.len() {
+                            break;
+                        }
+                        let end = (start + PASSES_PER_THREAD_CHUNK).min(order.len());
+                        for (pos, &i) in order.iter().enumerate().take(end).skip(start) {
+                            let result = match branch.pow_input(i) {
+                                Some(input) => {
+                                    let t = Instant::now();
+                                    let derived = cache.model(&input.spec, &input.prev_id).map(|_| ());
+                                    if last_parent != Some(input.prev_id) {
+                                        st.derivations += 1;
+                                        st.derive += t.elapsed();
+                                        last_parent = Some(input.prev_id);
+                                    }
+                                    let t = Instant::now();
+                                    let d = derived.and_then(|()| cache.output_digest(&input));
+                                    st.pass += t.elapsed();
+                                    st.passes += 1;
+                                    d.map_err(|source| {
+                                        let height = input_height(branch, i);
+                                        BranchError::Header { index: branch.skipped() + i, height, source }
+                                    })
+                                    .and_then(|d| branch.check_digest(i, &d).map(|()| d))
+                                }
+                                None => Err(BranchError::NotContiguous(branch.skipped() + i)),
+                            };
+                            match result {
+                                Ok(d) => out.push((i, d)),
+                                Err(e) => {
+                                    stop.store(true, Ordering::Relaxed);
+                                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                                    if f.as_ref().is_none_or(|(p, _)| pos < *p) {
+                                        *f = Some((pos, e));
+                                    }
+                                    break 'work;
+                                }
+                            }
+                        }
+                    }
+                    (out, st)
                 })
-                .collect();
-            let mut out = Vec::with_capacity(chunk.len());
-            for h in handles {
-                // A panicking forward pass is a bug in core; surface it as a panic here too.
-                out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
-            }
-            Ok(out)
-        });
-        passes += chunk.len();
-        let results = match results {
-            Ok(r) => r,
-            Err((i, source)) => {
-                let height = branch.headers().nth(i).map_or(0, |h| h.height);
-                return (Err(BranchError::Header { index: branch.skipped() + i, height, source }), passes);
-            }
-        };
-        for (i, d) in results {
-            if let Err(e) = branch.check_digest(i, &d) {
-                return (Err(e), passes);
-            }
+            })
+            .collect();
+        // A panicking forward pass is a bug in core; surface it as a panic here too.
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    for (out, st) in per_thread {
+        stats.passes += st.passes;
+        stats.derivations += st.derivations;
+        stats.derive += st.derive;
+        stats.pass += st.pass;
+        for (i, d) in out {
             digests[i] = d;
         }
     }
-    (Ok(digests), passes)
+    if let Some((_, e)) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return (Err(e), stats);
+    }
+    (Ok(digests), stats)
+}
+
+fn input_height(branch: &PendingBranch, i: usize) -> u64 {
+    branch.headers().nth(i).map_or(0, |h| h.height)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64};
 
     use tpow_core::chain::HeaderChain;
@@ -536,9 +709,10 @@ mod tests {
     use tpow_core::Model;
 
     use super::*;
+    use crate::store::Store;
 
     /// Devnet with the easiest target: a block takes a handful of forward passes.
-    fn easy_params() -> ChainParams {
+    pub(crate) fn easy_params() -> ChainParams {
         let mut p = ChainParams::devnet();
         p.genesis_bits = CompactTarget::from_target(p.asert.max_target);
         p
@@ -568,7 +742,7 @@ mod tests {
         (Header { nonce: a.nonce, output_digest: a.output_digest, ..template }, body)
     }
 
-    fn branch(params: &ChainParams, n: usize, key: u8) -> Vec<(Header, Body)> {
+    pub(crate) fn branch(params: &ChainParams, n: usize, key: u8) -> Vec<(Header, Body)> {
         let mut out: Vec<(Header, Body)> = Vec::new();
         for i in 0..n {
             let ancestors: Vec<Header> = out.iter().map(|(h, _)| *h).collect();
@@ -578,17 +752,33 @@ mod tests {
         out
     }
 
-    fn submit(state: &mut ChainState, blocks: Vec<(Header, Body)>) -> Result<Applied, BlockError> {
-        let prepared = state.prepare(blocks, u64::MAX / 2)?;
-        let (digests, _) = verify_branch(&prepared, 2, &[5; 32]);
-        match digests {
-            Ok(d) => Ok(state.apply(prepared, &d)),
-            Err(e) => Err(state.note_failed(e, &prepared)),
+    /// A state and the store it commits to, as the service holds them.
+    struct Node {
+        state: ChainState,
+        store: Store,
+    }
+
+    impl std::ops::Deref for Node {
+        type Target = ChainState;
+        fn deref(&self) -> &ChainState {
+            &self.state
         }
     }
 
-    fn open(params: &ChainParams, dir: &std::path::Path) -> ChainState {
-        ChainState::rebuild(params.clone(), Store::open(&dir.join("db")).expect("store")).expect("rebuild")
+    fn submit(node: &mut Node, blocks: Vec<(Header, Body)>) -> Result<Applied, BlockError> {
+        let prepared = node.state.prepare(blocks, u64::MAX / 2)?;
+        let (digests, _) = verify_branch(&prepared, 2, &[5; 32], 0);
+        let transition =
+            digests.and_then(|d| node.state.apply(&prepared, &d)).map_err(|e| node.state.note_failed(e, &prepared))?;
+        node.store.commit(transition.plan()).expect("commit");
+        Ok(node.state.advance(transition))
+    }
+
+    fn open(params: &ChainParams, dir: &std::path::Path) -> Node {
+        let store = Store::open(&dir.join("db")).expect("store");
+        let (state, repair) = ChainState::rebuild(params.clone(), store.load().expect("load")).expect("rebuild");
+        store.commit(&repair).expect("repair");
+        Node { state, store }
     }
 
     #[test]
@@ -621,9 +811,9 @@ mod tests {
         proof.verify(&root.mmr_root, &mmr_leaf(leaf.id(), &target)).expect("verifies");
         assert!(matches!(state.mmr_proof(3, 3), Err(QueryError::NotBelowTip { .. })));
         // Sync serving: after a locator of genesis we get the whole branch.
-        let served = state.blocks_after(&[[9; 32], b[0].0.id()], 10).expect("serve");
+        let served = state.headers_after(&[[9; 32], b[0].0.id()], 10);
         assert_eq!(served.len(), 2);
-        assert_eq!(served[0].0, b[1].0);
+        assert_eq!(served[0], b[1].0);
     }
 
     #[test]
@@ -656,6 +846,32 @@ mod tests {
 
         assert_eq!(submit(&mut state, a).expect("valid").accepted, 2);
         assert_eq!(state.tip().height, 2);
+    }
+
+    /// `apply` only plans: until the plan is committed and `advance` runs, the
+    /// state is exactly as before (what a failed commit relies on).
+    #[test]
+    fn apply_plans_without_changing_memory() {
+        let params = easy_params();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = open(&params, dir.path());
+        let a = branch(&params, 3, 1);
+        let before = node.tip();
+        let prepared = node.state.prepare(a.clone(), u64::MAX / 2).expect("prepare");
+        let (digests, _) = verify_branch(&prepared, 1, &[1; 32], 0);
+        let t = node.state.apply(&prepared, &digests.expect("digests")).expect("apply");
+        assert_eq!(t.plan().blocks.len(), 3);
+        let best = t.plan().best.as_ref().expect("tip moves");
+        assert_eq!((best.from, best.ids.len(), best.old_height), (1, 3, 0));
+        // The commit "failed": the transition is dropped.
+        drop(t);
+        assert_eq!(node.tip(), before);
+        assert!(!node.contains(&a[0].0.id()));
+        assert_eq!(node.store.best_ids().expect("best").len(), 1);
+        // The same batch goes through afterwards.
+        let r = submit(&mut node, a.clone()).expect("a");
+        assert_eq!((r.accepted, r.new_tip), (3, true));
+        assert_eq!(node.store.best_ids().expect("best"), node.locator().into_iter().rev().collect::<Vec<_>>());
     }
 
     #[test]

@@ -81,6 +81,49 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// One peer's budget for work it can start in the node: a token bucket (rate)
+/// and a cap on how many of its items are being processed at once (queue
+/// length). Gossip uses one per peer, so a fast or hostile peer runs out of its
+/// own budget and never of the others'.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerBudget {
+    rate: Rate,
+    max_in_flight: usize,
+    bucket: Bucket,
+    in_flight: usize,
+}
+
+impl PeerBudget {
+    /// A full budget at `now`.
+    pub fn new(rate: Rate, max_in_flight: usize, now: Instant) -> Self {
+        PeerBudget { rate, max_in_flight, bucket: Bucket { tokens: rate.burst, at: now }, in_flight: 0 }
+    }
+
+    /// Starts one item if a token and a slot are free (then call
+    /// [`Self::finish`] when it is done).
+    pub fn try_start(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.bucket.at).as_secs_f64();
+        self.bucket.tokens = (self.bucket.tokens + elapsed * self.rate.per_sec).min(self.rate.burst);
+        self.bucket.at = now;
+        if self.in_flight >= self.max_in_flight || self.bucket.tokens < 1.0 {
+            return false;
+        }
+        self.bucket.tokens -= 1.0;
+        self.in_flight += 1;
+        true
+    }
+
+    /// One item started by [`Self::try_start`] is done.
+    pub fn finish(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Items being processed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
 /// Counts open connections per IP and refuses beyond `per_ip` or `total`.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
@@ -132,6 +175,36 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A flooding peer runs out of its own budget (rate, then slots) while a
+    /// quiet peer's is untouched; finished items free slots, time refills tokens.
+    #[test]
+    fn peer_budgets_bound_rate_and_in_flight_per_peer() {
+        let t0 = Instant::now();
+        let rate = Rate { per_sec: 1.0, burst: 4.0 };
+        let mut flood = PeerBudget::new(rate, 3, t0);
+        let mut quiet = PeerBudget::new(rate, 3, t0);
+        // Slots first: 3 at once, the 4th waits although a token is left.
+        assert!((0..3).all(|_| flood.try_start(t0)));
+        assert!(!flood.try_start(t0));
+        assert_eq!(flood.in_flight(), 3);
+        flood.finish();
+        // One token left of the burst of 4.
+        assert!(flood.try_start(t0));
+        flood.finish();
+        flood.finish();
+        // Slots are free, tokens are not.
+        assert!(!flood.try_start(t0));
+        assert!(!flood.try_start(t0 + Duration::from_millis(500)));
+        assert!(flood.try_start(t0 + Duration::from_millis(1_100)));
+        // The other peer still has its whole burst.
+        assert!((0..3).all(|_| quiet.try_start(t0)));
+        // Finishing more than started never underflows.
+        let mut idle = PeerBudget::new(rate, 1, t0);
+        idle.finish();
+        assert_eq!(idle.in_flight(), 0);
+        assert!(idle.try_start(t0));
+    }
 
     #[test]
     fn buckets_refill_and_stay_bounded() {

@@ -53,6 +53,14 @@ pub struct Metrics {
     /// Forward passes run to verify blocks from peers, the node's own miner and
     /// browser shares (what an attacker can try to make the node spend).
     pub verification_passes: Counter,
+    /// Headers accepted without a forward pass under `--assume-valid`.
+    pub verification_assumed: Counter,
+    /// Models derived for verification.
+    pub verification_derivations: Counter,
+    /// Thread seconds spent deriving models for verification.
+    pub verification_derive_seconds: Counter<f64, AtomicU64>,
+    /// Thread seconds spent in verification forward passes.
+    pub verification_pass_seconds: Counter<f64, AtomicU64>,
     /// Blocks this node's miner found and stored.
     pub blocks_found: Counter,
     /// Mining rate over the last summary interval.
@@ -99,6 +107,10 @@ impl Metrics {
         let m = Metrics {
             pow_forward_passes: Counter::default(),
             verification_passes: Counter::default(),
+            verification_assumed: Counter::default(),
+            verification_derivations: Counter::default(),
+            verification_derive_seconds: Counter::default(),
+            verification_pass_seconds: Counter::default(),
             blocks_found: Counter::default(),
             nonces_per_second: Gauge::default(),
             shares_accepted: Counter::default(),
@@ -132,6 +144,26 @@ impl Metrics {
             "verification_forward_passes",
             "Forward passes run to verify blocks and shares received",
             m.verification_passes.clone(),
+        );
+        registry.register(
+            "verification_assumed_headers",
+            "Headers accepted without a forward pass under --assume-valid",
+            m.verification_assumed.clone(),
+        );
+        registry.register(
+            "verification_model_derivations",
+            "Models derived to verify blocks",
+            m.verification_derivations.clone(),
+        );
+        registry.register(
+            "verification_derive_seconds",
+            "Thread seconds spent deriving models to verify blocks",
+            m.verification_derive_seconds.clone(),
+        );
+        registry.register(
+            "verification_pass_seconds",
+            "Thread seconds spent in forward passes to verify blocks",
+            m.verification_pass_seconds.clone(),
         );
         registry.register("blocks_found", "Blocks mined by this node and stored", m.blocks_found.clone());
         registry.register(
@@ -197,6 +229,16 @@ impl Metrics {
         registry.register("peers", "Connected peers", m.peers.clone());
         registry.register("best_height", "Height of the best tip", m.best_height.clone());
         Metrics { registry, ..m }
+    }
+
+    /// Records one batch's verification: wall time as compute, and its costs.
+    pub fn record_verification(&self, elapsed: Duration, stats: &crate::chain_state::VerifyStats) {
+        self.add_compute(Kind::Verification, elapsed);
+        self.verification_passes.inc_by(stats.passes as u64);
+        self.verification_assumed.inc_by(stats.assumed as u64);
+        self.verification_derivations.inc_by(stats.derivations as u64);
+        self.verification_derive_seconds.inc_by(stats.derive.as_secs_f64());
+        self.verification_pass_seconds.inc_by(stats.pass.as_secs_f64());
     }
 
     /// Adds `elapsed` to the compute time of `kind`.

@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// start (default then: now). Nodes of one devnet must share it.
     #[arg(long)]
     pub genesis_time_ms: Option<u64>,
+    /// Trust the chain up to this block (64 hex characters): headers it
+    /// descends from get every cheap check and the pow hash but no forward
+    /// pass, once it shows up in a sync answer extending the best chain (as
+    /// Bitcoin Core's -assumevalid). Off by default.
+    #[arg(long, value_parser = parse_block_id)]
+    pub assume_valid: Option<tpow_core::BlockId>,
     /// Stop when the process with this id is gone (set by `devnet` so that no
     /// node outlives its launcher, even one killed with SIGKILL). Linux only.
     #[arg(long, hide = true)]
@@ -68,6 +74,11 @@ pub struct RunArgs {
     #[cfg(feature = "chat")]
     #[command(flatten)]
     pub chat: crate::chat::ChatArgs,
+}
+
+fn parse_block_id(s: &str) -> Result<tpow_core::BlockId, String> {
+    let bytes = hex::decode(s).map_err(|e| format!("not hex: {e}"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("a block id is 32 bytes, got {}", b.len()))
 }
 
 /// Fixes the chain parameters of a data dir: the first start records chain name
@@ -152,7 +163,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
     };
     let genesis_id = genesis_header(&params).id();
     let started = std::time::Instant::now();
-    let state = ChainState::rebuild(params.clone(), store).context("loading the chain from the database")?;
+    let stored = store.load().context("reading the chain from the database")?;
+    let (state, repair) = ChainState::rebuild(params.clone(), stored).context("loading the chain from the database")?;
+    store.commit(&repair).context("repairing the database after loading")?;
     let tip = state.tip();
     tracing::info!(
         chain = params.name(),
@@ -163,7 +176,12 @@ async fn run_async(args: RunArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (chain, mut service_task) = crate::service::spawn(state, cores);
+    if let Some(av) = args.assume_valid {
+        tracing::info!(block = %hex::encode(av), "assuming valid: no forward passes for the headers this block descends from");
+    }
+    let service_cfg =
+        crate::service::ServiceConfig { assume_valid: args.assume_valid, ..crate::service::ServiceConfig::new(cores) };
+    let (chain, mut service_task) = crate::service::spawn(state, store, service_cfg);
 
     // HTTP is bound first so that its port can be announced to peers.
     let http_listener = crate::http::bind(args.http, &args.data_dir).await?;
@@ -259,7 +277,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         r = &mut http_task => r.context("HTTP task panicked").and_then(|r| r.context("HTTP")),
         r = &mut service_task => match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the database failed; stopping so the next start rebuilds from disk")),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("chain service stopped; the next start rebuilds from disk")),
             Err(e) => Err(anyhow::Error::new(e).context("chain service panicked")),
         },
     };

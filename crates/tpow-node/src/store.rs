@@ -52,26 +52,47 @@ fn dbe<E: Into<redb::Error>>(e: E) -> StoreError {
 }
 
 /// A new block to persist.
-pub struct NewBlock<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRow {
     /// Insertion sequence number (see the module docs).
     pub seq: u64,
     /// The header.
-    pub header: &'a Header,
+    pub header: Header,
     /// Its id.
     pub id: BlockId,
     /// The encoded body.
-    pub body: &'a [u8],
+    pub body: Vec<u8>,
 }
 
 /// A change of the best-chain index: heights `from..` get `ids`, and heights
 /// above `from + ids.len() - 1` up to `old_height` are removed.
-pub struct BestUpdate<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BestUpdate {
     /// First height to (re)write.
     pub from: u64,
     /// Ids for heights `from, from + 1, ...`.
-    pub ids: &'a [BlockId],
+    pub ids: Vec<BlockId>,
     /// Best height before the update.
     pub old_height: u64,
+}
+
+/// Everything one accepted batch changes on disk, written in one transaction
+/// by [`Store::commit`]: computed by `ChainState::apply` before memory changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitPlan {
+    /// New blocks (any branch).
+    pub blocks: Vec<NewRow>,
+    /// The best-chain index change, if the tip moved.
+    pub best: Option<BestUpdate>,
+    /// Side blocks `(height, id)` to delete (pruned from memory).
+    pub pruned: Vec<(u64, BlockId)>,
+}
+
+impl CommitPlan {
+    /// Whether the plan writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty() && self.best.is_none() && self.pruned.is_empty()
+    }
 }
 
 /// The open database.
@@ -107,6 +128,11 @@ impl Store {
         txn.open_table(META).map_err(dbe)?.insert(key, value).map_err(dbe)?;
         txn.commit().map_err(dbe)?;
         Ok(())
+    }
+
+    /// What a restart rebuilds the chain from: every header and the best index.
+    pub fn load(&self) -> Result<crate::chain_state::Stored, StoreError> {
+        Ok(crate::chain_state::Stored { headers: self.load_headers()?, best: self.best_ids()? })
     }
 
     /// Every stored header with its sequence number, in sequence order.
@@ -151,35 +177,34 @@ impl Store {
             .collect()
     }
 
-    /// Persists new blocks, the best-chain change and the removal of pruned side
-    /// blocks `(height, id)` in one transaction.
-    pub fn commit(
-        &self,
-        blocks: &[NewBlock<'_>],
-        best: Option<BestUpdate<'_>>,
-        pruned: &[(u64, BlockId)],
-    ) -> Result<(), StoreError> {
+    /// Persists a plan (new blocks, the best-chain change, the removal of
+    /// pruned side blocks) in one transaction; deletions run first, so a block
+    /// pruned and then accepted again in the same plan stays.
+    pub fn commit(&self, plan: &CommitPlan) -> Result<(), StoreError> {
+        if plan.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin_write().map_err(dbe)?;
         {
             let mut headers = txn.open_table(HEADERS).map_err(dbe)?;
             let mut bodies = txn.open_table(BODIES).map_err(dbe)?;
-            for (height, id) in pruned {
+            for (height, id) in &plan.pruned {
                 let key = block_key(*height, id);
                 headers.remove(key.as_slice()).map_err(dbe)?;
                 bodies.remove(key.as_slice()).map_err(dbe)?;
             }
-            for b in blocks {
+            for b in &plan.blocks {
                 let mut v = Vec::with_capacity(8 + HEADER_LEN);
                 v.extend_from_slice(&b.seq.to_le_bytes());
                 v.extend_from_slice(&b.header.encode());
                 let key = block_key(b.header.height, &b.id);
                 headers.insert(key.as_slice(), v.as_slice()).map_err(dbe)?;
-                bodies.insert(key.as_slice(), b.body).map_err(dbe)?;
+                bodies.insert(key.as_slice(), b.body.as_slice()).map_err(dbe)?;
             }
-            if let Some(u) = best {
+            if let Some(u) = &plan.best {
                 let mut t = txn.open_table(BEST).map_err(dbe)?;
                 let mut h = u.from;
-                for id in u.ids {
+                for id in &u.ids {
                     t.insert(h, id.as_slice()).map_err(dbe)?;
                     h += 1;
                 }
@@ -228,14 +253,15 @@ mod tests {
         {
             let s = Store::open(&path).expect("open");
             s.set_meta("k", b"v").expect("meta");
-            let blocks = [
-                NewBlock { seq: 2, header: &h2, id: h2.id(), body: b"b2" },
-                NewBlock { seq: 1, header: &h1, id: h1.id(), body: b"b1" },
+            let blocks = vec![
+                NewRow { seq: 2, header: h2, id: h2.id(), body: b"b2".to_vec() },
+                NewRow { seq: 1, header: h1, id: h1.id(), body: b"b1".to_vec() },
             ];
-            s.commit(&blocks, Some(BestUpdate { from: 0, ids: &[g.id(), h1.id(), h2.id()], old_height: 0 }), &[])
-                .expect("commit");
+            let best = Some(BestUpdate { from: 0, ids: vec![g.id(), h1.id(), h2.id()], old_height: 0 });
+            s.commit(&CommitPlan { blocks, best, pruned: Vec::new() }).expect("commit");
             // A reorg to a shorter branch removes the stale heights.
-            s.commit(&[], Some(BestUpdate { from: 1, ids: &[h1.id()], old_height: 2 }), &[]).expect("commit");
+            let best = Some(BestUpdate { from: 1, ids: vec![h1.id()], old_height: 2 });
+            s.commit(&CommitPlan { best, ..CommitPlan::default() }).expect("commit");
         }
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.meta("k").expect("meta").as_deref(), Some(&b"v"[..]));

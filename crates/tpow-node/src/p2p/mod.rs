@@ -1,11 +1,18 @@
 //! The peer-to-peer layer (rust-libp2p): TCP + noise + yamux; gossipsub carries
 //! new blocks, a request-response protocol serves sync, identify names peers.
 //!
-//! Sync is pull-based and simple: on connecting, on every tick and whenever a
-//! gossiped block has an unknown parent, ask the peer for the blocks after our
-//! locator (at most [`wire::MAX_BLOCKS_PER_RESPONSE`]); ask again at once while
-//! answers come back full. One request per peer is in flight at a time, which
-//! bounds the memory a peer can make us hold.
+//! Sync is pull-based: on connecting, on every tick and whenever a gossiped
+//! block has an unknown parent, ask the peer for the blocks after our locator
+//! (at most [`wire::MAX_BLOCKS_PER_RESPONSE`]). Initial sync is a pipeline: a
+//! full answer goes to the chain service's sync lane and the next request
+//! (the blocks after that answer's last one) leaves at once, to the next
+//! connected peer in turn, so answers are fetched from several peers while the
+//! forward passes of earlier ones run on every core; the lane commits them in
+//! order. Per peer: one request in flight at a time, at most
+//! [`SYNC_PIPELINE`] answers waiting in the lane (also capped per source by
+//! the lane), and gossip bounded by [`GOSSIP_PER_PEER`] and
+//! [`GOSSIP_IN_FLIGHT_PER_PEER`]; so one fast or hostile peer spends its own
+//! budget, not the others'.
 //!
 //! Gossip uses manual validation: a block is forwarded only after the chain
 //! service has verified and stored it, so an invalid block dies at the first
@@ -13,7 +20,7 @@
 //! that do not decode, blocks with an invalid proof of work, or a wrong digest are
 //! disconnected and banned for [`BAN_DURATION`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -35,7 +42,7 @@ use tpow_core::body::Body;
 use tpow_core::{BlockId, Header};
 
 use crate::chain_state::Verdict;
-use crate::limits::{ip_key, Buckets, ConnectionCounts, Rate};
+use crate::limits::{ip_key, Buckets, ConnectionCounts, PeerBudget, Rate};
 use crate::service::{ChainHandle, SubmitResult};
 use crate::wire::{self, GetBlocks};
 
@@ -59,6 +66,15 @@ pub const IP_STRIKES: u32 = 3;
 /// Sync requests one IP address may make per second (burst 20); beyond, the
 /// answer is empty.
 pub const SYNC_REQUESTS_PER_IP: Rate = Rate { per_sec: 5.0, burst: 20.0 };
+/// Gossip messages one peer may hand to the chain service per second (burst
+/// 40): a devnet produces one block per 2 s, so honest peers stay far below.
+pub const GOSSIP_PER_PEER: Rate = Rate { per_sec: 10.0, burst: 40.0 };
+/// Gossip messages of one peer being verified at once; beyond, its messages
+/// are ignored (not forwarded) without any check.
+pub const GOSSIP_IN_FLIGHT_PER_PEER: usize = 8;
+/// Sync answers submitted and not yet applied, in all: the pipeline's depth
+/// (the lane caps one source at fewer, see `service::LaneLimits`).
+pub const SYNC_PIPELINE: usize = 48;
 /// How often idle peers are polled for new blocks and bootstrap peers redialled.
 const TICK: Duration = Duration::from_secs(3);
 
@@ -117,6 +133,20 @@ enum Internal {
     Synced { peer: PeerId, received: usize, result: Option<SubmitResult> },
 }
 
+/// The sync pipeline's state (see the module docs).
+#[derive(Default)]
+struct Pipeline {
+    /// Answers submitted to the lane and not yet applied.
+    outstanding: usize,
+    /// Last id of a full answer whose follow-up request is still to send.
+    next: Option<BlockId>,
+    /// Ids already asked to continue from (two peers answering the same range
+    /// must not start two identical streams); bounded.
+    asked: VecDeque<BlockId>,
+    /// Rotation over peers.
+    turn: usize,
+}
+
 #[derive(Default)]
 struct PeerState {
     address: String,
@@ -125,6 +155,13 @@ struct PeerState {
     agent: Option<String>,
     blocks_received: u64,
     sync_in_flight: bool,
+    gossip: Option<PeerBudget>,
+}
+
+impl PeerState {
+    fn gossip_budget(&mut self, now: Instant) -> &mut PeerBudget {
+        self.gossip.get_or_insert_with(|| PeerBudget::new(GOSSIP_PER_PEER, GOSSIP_IN_FLIGHT_PER_PEER, now))
+    }
 }
 
 struct Net {
@@ -145,6 +182,7 @@ struct Net {
     bootstrap: Vec<Multiaddr>,
     data_dir: PathBuf,
     progress: Progress,
+    pipeline: Pipeline,
 }
 
 /// Rate-limited sync progress line.
@@ -246,6 +284,7 @@ pub async fn run(
         bootstrap: cfg.bootstrap,
         data_dir: cfg.data_dir,
         progress: Progress { last: Instant::now(), blocks: 0 },
+        pipeline: Pipeline::default(),
     };
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -319,6 +358,12 @@ impl Net {
     }
 
     fn request_sync(&mut self, peer: PeerId) {
+        self.request_sync_after(peer, None);
+    }
+
+    /// Asks `peer` for the blocks after `after` (a block we have not applied
+    /// yet, the end of an answer in the pipeline), or after our best chain.
+    fn request_sync_after(&mut self, peer: PeerId, after: Option<BlockId>) {
         let Some(state) = self.peers.get_mut(&peer) else { return };
         if state.sync_in_flight {
             return;
@@ -327,9 +372,65 @@ impl Net {
         let chain = self.chain.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
-            if let Ok(locator) = chain.locator().await {
+            if let Ok(mut locator) = chain.locator().await {
+                if let Some(id) = after {
+                    locator.insert(0, id);
+                    locator.truncate(wire::MAX_LOCATOR);
+                }
                 let _ = internal.send(Internal::SendSync { peer, locator });
             }
+        });
+    }
+
+    /// Sends the pipeline's next request, to the next peer in turn that has
+    /// none in flight, unless the pipeline is full.
+    fn continue_pipeline(&mut self) {
+        let Some(after) = self.pipeline.next else { return };
+        if self.pipeline.outstanding >= SYNC_PIPELINE {
+            return;
+        }
+        let mut free: Vec<PeerId> = self.peers.iter().filter(|(_, p)| !p.sync_in_flight).map(|(id, _)| *id).collect();
+        if free.is_empty() {
+            return;
+        }
+        free.sort();
+        self.pipeline.turn = self.pipeline.turn.wrapping_add(1);
+        let peer = free[self.pipeline.turn % free.len()];
+        self.pipeline.next = None;
+        self.request_sync_after(peer, Some(after));
+    }
+
+    /// A sync answer arrived: into the lane, in arrival order, and the next
+    /// request leaves at once if the answer was full.
+    fn on_sync_answer(&mut self, peer: PeerId, blocks: Vec<(Header, Body)>) {
+        let received = blocks.len();
+        let full = received >= wire::MAX_BLOCKS_PER_RESPONSE;
+        let last = blocks.last().map(|(h, _)| h.id());
+        let source = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            peer.hash(&mut h);
+            h.finish()
+        };
+        let Ok(rx) = self.chain.submit_sync(blocks, source, full) else {
+            tracing::debug!(%peer, "chain service busy; sync answer dropped");
+            return;
+        };
+        self.pipeline.outstanding += 1;
+        if let (true, Some(last)) = (full, last) {
+            if !self.pipeline.asked.contains(&last) {
+                if self.pipeline.asked.len() >= 256 {
+                    self.pipeline.asked.pop_front();
+                }
+                self.pipeline.asked.push_back(last);
+                self.pipeline.next = Some(last);
+                self.continue_pipeline();
+            }
+        }
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = rx.await.ok();
+            let _ = internal.send(Internal::Synced { peer, received, result });
         });
     }
 
@@ -344,10 +445,14 @@ impl Net {
         self.strikes.retain(|_, (_, until)| *until > now);
         // Refresh the API's view (block counters change without connection events).
         self.publish_peers();
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
-        for p in peers {
-            self.request_sync(p);
+        // While the pipeline runs, it asks; polling would fetch the same range again.
+        if self.pipeline.outstanding == 0 {
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for p in peers {
+                self.request_sync(p);
+            }
         }
+        self.continue_pipeline();
         // Keep the configured peers connected (they may have restarted).
         let connected: Vec<String> = self.peers.values().map(|p| p.address.clone()).collect();
         for addr in self.bootstrap.clone() {
@@ -360,6 +465,9 @@ impl Net {
     fn on_internal(&mut self, msg: Internal) {
         match msg {
             Internal::Gossip { id, source, result } => {
+                if let Some(b) = self.peers.get_mut(&source).and_then(|p| p.gossip.as_mut()) {
+                    b.finish();
+                }
                 let acceptance = match &result {
                     Some(Ok(applied)) => match &applied.error {
                         None if applied.accepted > 0 => {
@@ -392,9 +500,7 @@ impl Net {
                 self.pending_sync.insert(id, peer);
             }
             Internal::Synced { peer, received, result } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.sync_in_flight = false;
-                }
+                self.pipeline.outstanding = self.pipeline.outstanding.saturating_sub(1);
                 let mut more = false;
                 match result {
                     Some(Ok(applied)) => {
@@ -427,9 +533,12 @@ impl Net {
                     }
                     self.progress = Progress { last: Instant::now(), blocks: 0 };
                 }
-                if more {
+                // The pipeline asks for what follows a full answer as soon as
+                // it arrives; here only a drained pipeline restarts from our tip.
+                if more && self.pipeline.outstanding == 0 && self.pipeline.next.is_none() {
                     self.request_sync(peer);
                 }
+                self.continue_pipeline();
             }
         }
     }
@@ -523,6 +632,21 @@ impl Net {
                     self.ban(propagation_source, &format!("undecodable gossip: {e}"));
                 }
                 Ok(block) => {
+                    // The forwarder's own budget: over it, the message is dropped
+                    // unchecked (not forwarded, not blamed).
+                    let allowed = self
+                        .peers
+                        .get_mut(&propagation_source)
+                        .is_some_and(|p| p.gossip_budget(Instant::now()).try_start(Instant::now()));
+                    if !allowed {
+                        tracing::debug!(peer = %propagation_source, "gossip over the peer's budget");
+                        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                        return;
+                    }
                     let chain = self.chain.clone();
                     let internal = self.internal.clone();
                     tokio::spawn(async move {
@@ -556,24 +680,15 @@ impl Net {
                     },
                     request_response::Message::Response { request_id, response } => {
                         self.pending_sync.remove(&request_id);
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.sync_in_flight = false;
+                        }
                         match wire::decode_blocks(&response) {
                             Err(e) => {
                                 self.ban(peer, &format!("undecodable sync response: {e}"));
                             }
-                            Ok(blocks) if blocks.is_empty() => {
-                                if let Some(p) = self.peers.get_mut(&peer) {
-                                    p.sync_in_flight = false;
-                                }
-                            }
-                            Ok(blocks) => {
-                                let received = blocks.len();
-                                let chain = self.chain.clone();
-                                let internal = self.internal.clone();
-                                tokio::spawn(async move {
-                                    let result = chain.submit(blocks).await.ok();
-                                    let _ = internal.send(Internal::Synced { peer, received, result });
-                                });
-                            }
+                            Ok(blocks) if blocks.is_empty() => self.continue_pipeline(),
+                            Ok(blocks) => self.on_sync_answer(peer, blocks),
                         }
                     }
                 }
@@ -589,6 +704,7 @@ impl Net {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.sync_in_flight = false;
                 }
+                self.continue_pipeline();
                 // An answer over the size cap or cut short is the peer's doing.
                 if let request_response::OutboundFailure::Io(e) = &error {
                     if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) {
