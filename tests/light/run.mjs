@@ -310,10 +310,13 @@ if (BENCH) {
         }
         out[e] = { medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), ok };
       }
-      const c = await LightClient.create({ chain: "devnet", genesisTimeMs: cfg.genesis, workerUrl: worker, nodes: [cfg.honest], persist: false, gpu: false });
-      const t = performance.now();
-      const r = await c.sync();
-      out.sampledCpuWorker = { ms: performance.now() - t, passes: r.passes, bytes: r.bytes, height: r.tip.height };
+      // Cold sampled syncs on the CPU: in the worker, then on the page's thread.
+      for (const [name, workerUrl] of [["sampledCpuWorker", worker], ["sampledCpuWasm", undefined]]) {
+        const c = await LightClient.create({ chain: "devnet", genesisTimeMs: cfg.genesis, workerUrl, nodes: [cfg.honest], persist: false, gpu: false });
+        const t = performance.now();
+        const r = await c.sync();
+        out[name] = { ms: performance.now() - t, passes: r.passes, bytes: r.bytes, height: r.tip.height, backends: [...new Set(c.recent().map((x) => x.backend))] };
+      }
       return out;
     }, { cfg, mainnet, k });
   }
