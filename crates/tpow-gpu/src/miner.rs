@@ -105,6 +105,32 @@ impl GpuMiner {
         Ok(all)
     }
 
+    /// The forward-pass outputs (`d_model` int8 each) of the loaded model on given
+    /// input tokens: `tokens` holds `seq_len` ids (each `< vocab`) per item, items in
+    /// turn. For conformance tests, whose vectors give tokens rather than a puzzle
+    /// (tests/vectors/forward.json); mining derives tokens from nonces instead.
+    pub async fn outputs_of_tokens_async(&mut self, tokens: &[u16]) -> Result<Vec<Vec<i8>>, GpuError> {
+        let batch = self.batch_size() as usize;
+        let engine = self.engine.as_mut().ok_or(GpuError::NoModel)?;
+        if engine.loaded().is_none() {
+            return Err(GpuError::NoModel);
+        }
+        let spec = *engine.spec();
+        let s = spec.seq_len as usize;
+        if !tokens.len().is_multiple_of(s) || tokens.iter().any(|&t| u32::from(t) >= spec.vocab) {
+            return Err(GpuError::Validation(format!("tokens: whole items of {s} ids, each below {}", spec.vocab)));
+        }
+        let mut all = Vec::with_capacity(tokens.len() / s);
+        for items in tokens.chunks(batch * s) {
+            let ids: Vec<u32> = items.iter().map(|&t| u32::from(t)).collect();
+            let p = engine.submit(&ids, (items.len() / s) as u32, 0).await?;
+            let bytes = engine.read(p).await?;
+            self.stats.batches += 1;
+            all.extend(bytes.chunks_exact(spec.d_model as usize).map(|o| o.iter().map(|&b| b as i8).collect()));
+        }
+        Ok(all)
+    }
+
     /// Full attempts (output digest and pow hash) for `nonces` on `template`.
     pub async fn attempts_async(
         &mut self,
@@ -231,6 +257,11 @@ impl GpuMiner {
     /// [`GpuMiner::outputs_async`], blocking.
     pub fn outputs(&mut self, template: &[u8; TEMPLATE_LEN], nonces: &[u64]) -> Result<Vec<Vec<i8>>, GpuError> {
         pollster::block_on(self.outputs_async(template, nonces))
+    }
+
+    /// [`GpuMiner::outputs_of_tokens_async`], blocking.
+    pub fn outputs_of_tokens(&mut self, tokens: &[u16]) -> Result<Vec<Vec<i8>>, GpuError> {
+        pollster::block_on(self.outputs_of_tokens_async(tokens))
     }
 
     /// [`GpuMiner::attempts_async`], blocking.

@@ -1,8 +1,13 @@
-//! Every committed test vector (tests/vectors/{devnet,mainnet}.json) reproduces on the
-//! GPU byte for byte, through the verifier and through the miner's batches, with and
-//! without `dot4I8Packed`.
+//! Every committed forward-pass vector reproduces on the GPU byte for byte, with and
+//! without `dot4I8Packed`: the chain files (tests/vectors/{devnet,mainnet}.json)
+//! through the verifier and through the miner's batches, and the conformance models
+//! of tests/vectors/forward.json (§14.1) on their tokens.
 
 mod common;
+
+/// The vector files, parsed as tpow-core's tests and the wasm32 check do.
+#[path = "../../tpow-core/tests/common/vector_files.rs"]
+mod vector_files;
 
 use std::path::PathBuf;
 
@@ -124,4 +129,52 @@ fn devnet_vectors_reproduce_on_gpu() {
 #[test]
 fn mainnet_vectors_reproduce_on_gpu() {
     check_chain("mainnet");
+}
+
+/// The §6 conformance models of tests/vectors/forward.json (§14.1), where every clamp
+/// and guard of the forward pass fires, on six model shapes (one head of 64, head
+/// width 4, S = 1, F = 4096, ...): their tokens through the GPU pass, byte for byte.
+#[test]
+fn conformance_vectors_reproduce_on_gpu() {
+    let (cases, _) = vector_files::conformance_cases(vector_files::FORWARD_JSON);
+    assert!(cases.len() >= 32, "forward.json: {} forward cases", cases.len());
+    let variants = common::both_variants();
+    assert!(!variants.is_empty() || std::env::var("TPOW_GPU_TESTS").as_deref() == Ok("skip"));
+    for (mode, ctx) in variants {
+        let mut miner = GpuMiner::new(&ctx, 4);
+        let mut i = 0;
+        while i < cases.len() {
+            // The cases on one model (consecutive in the file) in one batch.
+            let group: Vec<_> =
+                cases[i..].iter().take_while(|c| c.spec == cases[i].spec && c.model == cases[i].model).collect();
+            i += group.len();
+            let model = group[0].model.model(&group[0].spec);
+            miner.set_model(&model).expect("upload");
+            let tokens: Vec<u16> = group.iter().flat_map(|c| c.tokens.iter().copied()).collect();
+            let outs = miner.outputs_of_tokens(&tokens).expect("gpu forward");
+            assert_eq!(outs.len(), group.len());
+            for (c, out) in group.iter().zip(&outs) {
+                assert_eq!(out, &c.output, "forward.json {} ({mode:?})", c.name);
+            }
+        }
+        eprintln!("{mode:?}: {} conformance passes as committed", cases.len());
+    }
+}
+
+#[test]
+fn tokens_out_of_range_are_an_error() {
+    let Some((_, ctx)) = common::both_variants().into_iter().next() else {
+        return;
+    };
+    let mut miner = GpuMiner::new(&ctx, 2);
+    assert!(matches!(miner.outputs_of_tokens(&[0; 16]), Err(tpow_gpu::GpuError::NoModel)));
+    let model = Model::derive(&ModelSpec::DEVNET, &[1; 32]).expect("spec");
+    miner.set_model(&model).expect("upload");
+    let s = ModelSpec::DEVNET.seq_len as usize;
+    assert!(matches!(miner.outputs_of_tokens(&vec![0; s + 1]), Err(tpow_gpu::GpuError::Validation(_))));
+    let mut t = vec![0u16; s];
+    t[3] = ModelSpec::DEVNET.vocab as u16;
+    assert!(matches!(miner.outputs_of_tokens(&t), Err(tpow_gpu::GpuError::Validation(_))));
+    t[3] = 0;
+    assert_eq!(miner.outputs_of_tokens(&t).expect("gpu").len(), 1);
 }
