@@ -139,7 +139,7 @@ fn print_row(r: &Row) {
 }
 
 /// Streams of the concurrency measurement.
-const STREAMS: [usize; 4] = [1, 4, 8, 16];
+const STREAMS: [usize; 5] = [1, 2, 4, 8, 16];
 /// Tokens each stream generates (sampled, so that few stop early).
 const STREAM_TOKENS: u32 = 64;
 

@@ -10,10 +10,15 @@
 //!   the whole cache (`Tensor::cat`), a cache can be truncated to a shared prefix
 //!   and reused by the next request, and its memory is known before it is used;
 //! - [`Model::forward_batch`] runs several sequences in one pass (continuous
-//!   batching): the weight matmuls see all their rows at once (one read of the
-//!   weights per step), attention runs per sequence over its own cache. candle's
-//!   quantised matmul computes every output row by itself, so a sequence's
-//!   numbers do not depend on what else is in the batch;
+//!   batching): the weight matmuls see all their rows at once, attention runs per
+//!   sequence over its own cache;
+//! - Q8_0 weights go through [`crate::qmatmul`] ([`Matmul::Batched`], the
+//!   default): each weight block is read once per step and combined with every
+//!   row while it is in registers (candle's matmul walks the whole matrix once
+//!   per row), and the projections that share an input (q|k|v, gate|up) run as
+//!   one matrix. Every output is bit-identical to candle's on the same CPU and
+//!   computed row by row, so a sequence's numbers do not depend on what else is
+//!   in the batch, and a generation's text is the one candle's matmul gives;
 //! - the rotary tables cover the model's whole context (`llama.context_length`),
 //!   not a fixed 4096.
 
@@ -21,6 +26,8 @@ use std::io::{Read, Seek};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
+
+use crate::qmatmul::{self, Kernel, Q8Matrix};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -41,14 +48,89 @@ pub struct Config {
 
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    /// The query, key and value projections (one input, three outputs).
+    wqkv: Proj,
+    wo: Proj,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    /// The gate and up projections (one input, two outputs).
+    w_gate_up: Proj,
+    w_down: Proj,
+}
+
+/// How the weight matmuls run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matmul {
+    /// candle's quantised matmul, every matrix on its own.
+    Candle,
+    /// Q8_0 matrices through [`crate::qmatmul`] (each weight block read once per
+    /// step for all rows; matrices sharing an input fused into one) where that
+    /// kernel computes candle's numbers on this CPU; candle's matmul elsewhere.
+    Batched,
+}
+
+/// One or more weight matrices applied to the same input, giving one output each.
+enum Proj {
+    /// candle's matmul per matrix.
+    Candle(Vec<QMatMul>),
+    /// The matrices stacked (output columns one after another) as one
+    /// [`Q8Matrix`]; the widths of the outputs.
+    Q8(Q8Matrix, Vec<usize>),
+}
+
+impl Proj {
+    /// Builds the projection of `ts` (all of shape `[n_i][k]`).
+    fn new(ts: Vec<QTensor>, matmul: Matmul) -> Result<Proj> {
+        let k = ts[0].shape().dims2()?.1;
+        let batched = matmul == Matmul::Batched
+            && Kernel::matches_candle()
+            && ts.iter().all(|t| {
+                t.dtype() == GgmlDType::Q8_0
+                    && t.shape().dims2().is_ok_and(|(n, tk)| tk == k && !qmatmul::candle_repacks(n, k))
+            });
+        if !batched {
+            return Ok(Proj::Candle(ts.into_iter().map(QMatMul::from_qtensor).collect::<Result<_>>()?));
+        }
+        let mut widths = Vec::with_capacity(ts.len());
+        let mut bytes = Vec::new();
+        for t in &ts {
+            widths.push(t.shape().dims2()?.0);
+            bytes.extend_from_slice(&t.data()?);
+        }
+        Ok(Proj::Q8(Q8Matrix::from_q8_0_bytes(&bytes, widths.iter().sum(), k)?, widths))
+    }
+
+    /// The outputs for `x` of shape `(1, m, k)`, each `(1, m, n_i)`.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Proj::Candle(ms) => ms.iter().map(|m| m.forward(x)).collect(),
+            Proj::Q8(mat, widths) => {
+                let m = x.elem_count() / mat.k();
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0f32; m * mat.n()];
+                mat.matmul(&xs, &mut out);
+                if widths.len() == 1 {
+                    return Ok(vec![Tensor::from_vec(out, (1, m, mat.n()), x.device())?]);
+                }
+                let mut outs = Vec::with_capacity(widths.len());
+                let mut off = 0;
+                for &w in widths {
+                    let part: Vec<f32> =
+                        out.chunks_exact(mat.n()).flat_map(|row| &row[off..off + w]).copied().collect();
+                    outs.push(Tensor::from_vec(part, (1, m, w), x.device())?);
+                    off += w;
+                }
+                Ok(outs)
+            }
+        }
+    }
+
+    /// The single output of a one-matrix projection.
+    fn forward1(&self, x: &Tensor) -> Result<Tensor> {
+        match self.forward(x)?.pop() {
+            Some(t) => Ok(t),
+            None => candle_core::bail!("a projection without outputs"),
+        }
+    }
 }
 
 /// The keys and values of one sequence, every layer.
@@ -131,7 +213,7 @@ pub struct Model {
     tok_embd: QTensor,
     layers: Vec<Layer>,
     out_norm: Tensor,
-    output: QMatMul,
+    output: Proj,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -156,8 +238,19 @@ pub enum WeightFormat {
 }
 
 impl Model {
-    /// Reads the model from a GGUF file already parsed into `ct`.
+    /// Reads the model from a GGUF file already parsed into `ct`, with the
+    /// batched matmul ([`Matmul::Batched`]).
     pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, format: WeightFormat) -> Result<Model> {
+        Model::load_with(ct, reader, format, Matmul::Batched)
+    }
+
+    /// [`Model::load`] with a chosen matmul.
+    pub fn load_with<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        format: WeightFormat,
+        matmul: Matmul,
+    ) -> Result<Model> {
         let device = Device::Cpu;
         let arch =
             ct.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
@@ -189,15 +282,14 @@ impl Model {
             vocab_size: 0,
         };
 
-        let qmat = |reader: &mut R, name: &str| -> Result<QMatMul> {
+        let qmat = |reader: &mut R, name: &str| -> Result<QTensor> {
             let t = ct.tensor(reader, name, &device)?;
-            let t = match (format, t.dtype()) {
+            Ok(match (format, t.dtype()) {
                 (WeightFormat::Q8_0, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1) => {
                     QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?
                 }
                 _ => t,
-            };
-            QMatMul::from_qtensor(t)
+            })
         };
         let vec =
             |reader: &mut R, name: &str| -> Result<Tensor> { ct.tensor(reader, name, &device)?.dequantize(&device) };
@@ -210,20 +302,28 @@ impl Model {
             // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
             qmat(reader, "token_embd.weight")?
         };
+        let output = Proj::new(vec![output], matmul)?;
         let out_norm = vec(reader, "output_norm.weight")?;
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: vec(reader, &format!("{p}.attn_norm.weight"))?,
-                wq: qmat(reader, &format!("{p}.attn_q.weight"))?,
-                wk: qmat(reader, &format!("{p}.attn_k.weight"))?,
-                wv: qmat(reader, &format!("{p}.attn_v.weight"))?,
-                wo: qmat(reader, &format!("{p}.attn_output.weight"))?,
+                wqkv: Proj::new(
+                    vec![
+                        qmat(reader, &format!("{p}.attn_q.weight"))?,
+                        qmat(reader, &format!("{p}.attn_k.weight"))?,
+                        qmat(reader, &format!("{p}.attn_v.weight"))?,
+                    ],
+                    matmul,
+                )?,
+                wo: Proj::new(vec![qmat(reader, &format!("{p}.attn_output.weight"))?], matmul)?,
                 ffn_norm: vec(reader, &format!("{p}.ffn_norm.weight"))?,
-                w_gate: qmat(reader, &format!("{p}.ffn_gate.weight"))?,
-                w_up: qmat(reader, &format!("{p}.ffn_up.weight"))?,
-                w_down: qmat(reader, &format!("{p}.ffn_down.weight"))?,
+                w_gate_up: Proj::new(
+                    vec![qmat(reader, &format!("{p}.ffn_gate.weight"))?, qmat(reader, &format!("{p}.ffn_up.weight"))?],
+                    matmul,
+                )?,
+                w_down: Proj::new(vec![qmat(reader, &format!("{p}.ffn_down.weight"))?], matmul)?,
             });
         }
 
@@ -320,9 +420,10 @@ impl Model {
         for (li, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
-            let q = layer.wq.forward(&h)?;
-            let k = layer.wk.forward(&h)?;
-            let v = layer.wv.forward(&h)?;
+            let mut qkv = layer.wqkv.forward(&h)?.into_iter();
+            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+                candle_core::bail!("the attention projection gave fewer than three outputs");
+            };
             let mut ys: Vec<Tensor> = Vec::with_capacity(seqs.len() - n_dec + 1);
             if n_dec > 0 {
                 let (cos, sin) = (dec_cos.as_ref().unwrap_or(&self.cos), dec_sin.as_ref().unwrap_or(&self.sin));
@@ -398,11 +499,14 @@ impl Model {
                 off += seq_len;
             }
             let y = if ys.len() == 1 { ys.remove(0) } else { Tensor::cat(&ys, 1)? };
-            let x1 = (layer.wo.forward(&y)? + residual)?;
+            let x1 = (layer.wo.forward1(&y)? + residual)?;
             let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, c.rms_eps)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
-            x = (layer.w_down.forward(&(gate * up)?)? + x1)?;
+            let mut gate_up = layer.w_gate_up.forward(&h)?.into_iter();
+            let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
+                candle_core::bail!("the MLP projection gave fewer than two outputs");
+            };
+            let gate = candle_nn::ops::silu(&gate)?;
+            x = (layer.w_down.forward1(&(gate * up)?)? + x1)?;
         }
         // The last row of every sequence that wants logits.
         let mut rows = Vec::new();
@@ -424,7 +528,7 @@ impl Model {
             .index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
             .reshape((1, n_rows, c.n_embd))?;
         let x = candle_nn::ops::rms_norm(&x, &self.out_norm, c.rms_eps)?;
-        let logits = self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let logits = self.output.forward1(&x)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let mut logits = logits.into_iter();
         for (slot, s) in out.iter_mut().zip(seqs.iter()) {
             if s.logits {

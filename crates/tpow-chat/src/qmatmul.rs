@@ -1,0 +1,575 @@
+//! A batched Q8_0 matrix multiplication that reads each weight block once for all
+//! the rows of a step, with the exact arithmetic of candle's own Q8_0 kernel.
+//!
+//! The Q8_0 format (GGML): a row of `k` weights is cut into blocks of 32; a block
+//! is 34 bytes, a little-endian IEEE half `d` followed by 32 signed bytes `q`, and
+//! stands for `d * q[i]`. candle multiplies `x · Wᵀ` by quantising each row of `x`
+//! to Q8_0 too (`d = max|x| / 127`, `q = round(x / d)`) and, for every (row,
+//! column) pair on its own, summing `d_w * d_x * Σ q_w q_x` over the blocks. That
+//! walk reads the whole weight matrix through one dependency chain per output, so a
+//! step of 8 sequences costs 8 single steps.
+//!
+//! Here the weights are repacked at load into tiles of [`COLS`] columns (one block
+//! of each column side by side, scales as `f32`), and a tile's block is combined
+//! with every row of the step while it is in registers and L1: a step reads the
+//! weights once, whatever its number of rows, and many independent accumulators
+//! keep the vector units busy. Each output is still accumulated block by block in
+//! the same order, with the same instructions, as candle's kernel for this CPU:
+//!
+//! - x86-64 with AVX2 and FMA (candle's `avx::vec_dot_q8_0_q8_0`): per block,
+//!   `|w|` times `x` carrying `w`'s sign, pairs summed to 16 bits
+//!   (`vpmaddubsw`), then to eight 32-bit lanes (`vpmaddwd`), converted to
+//!   `f32` and added to an 8-lane accumulator with one FMA by `d_w * d_x`; the
+//!   eight lanes are summed at the end in candle's order;
+//! - otherwise (the portable kernel, candle's `vec_dot_unopt`): per block the
+//!   exact integer sum, then `acc += sum as f32 * d_w * d_x` in that order.
+//!
+//! So every output is bit-identical to candle's for the same CPU, and a row's
+//! results do not depend on the other rows of the batch. [`Kernel::detect`] picks
+//! the kernel at run time; [`Kernel::matches_candle`] says whether this CPU is one
+//! where candle itself runs the same arithmetic (x86-64; elsewhere candle has its
+//! own NEON / WASM kernels with other summation orders, and the model keeps
+//! candle's path there).
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use half::f16;
+
+/// Values per Q8_0 block.
+pub const QK8_0: usize = 32;
+/// Bytes of one Q8_0 block in a GGUF tensor.
+const BLOCK_BYTES: usize = 2 + QK8_0;
+/// Columns per weight tile.
+pub const COLS: usize = 4;
+/// Rows combined with one weight tile at a time (the register tile).
+const ROWS: usize = 4;
+
+/// The inner kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Scalar code, the arithmetic of candle's generic Q8_0 dot product.
+    Portable,
+    /// x86-64 AVX2 + FMA, the arithmetic of candle's AVX2 Q8_0 dot product.
+    Avx2,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs (detected once).
+    pub fn detect() -> Kernel {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2;
+            }
+            Kernel::Portable
+        })
+    }
+
+    /// Whether candle's own Q8_0 matmul on this CPU computes the same numbers as
+    /// [`Kernel::detect`]'s kernel (true on x86-64: both pick AVX2 + FMA when
+    /// present, else the generic code; candle's x86 repacked path is separate, see
+    /// [`candle_repacks`]).
+    pub fn matches_candle() -> bool {
+        cfg!(target_arch = "x86_64")
+    }
+
+    /// The kernels this CPU can run (for tests).
+    pub fn available() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Portable];
+        if Kernel::detect() == Kernel::Avx2 {
+            k.push(Kernel::Avx2);
+        }
+        k
+    }
+}
+
+/// Whether candle 0.11 would multiply by a Q8_0 matrix of `n` rows of `k` through
+/// its x86 repacked kernel (CPUs with AVX-512 VNNI or AVX-VNNI, `k` a multiple of
+/// 256, `n` of 16): that path quantises activations differently (per 256 values),
+/// so such a matrix stays on candle to keep today's numbers.
+pub fn candle_repacks(n: usize, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vnni = (std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni"))
+            || std::is_x86_feature_detected!("avxvnni");
+        vnni && std::is_x86_feature_detected!("avx2") && k > 0 && k.is_multiple_of(256) && n.is_multiple_of(16)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (n, k);
+        false
+    }
+}
+
+/// A Q8_0 weight matrix of `n` output columns by `k` inputs (GGML's `[n][k]`
+/// layout, i.e. the transposed operand of `x · Wᵀ`), repacked into tiles.
+pub struct Q8Matrix {
+    n: usize,
+    k: usize,
+    /// Blocks per column (`k / 32`).
+    nb: usize,
+    /// `[tile][block][col][32]`: the quants of [`COLS`] columns, block by block.
+    /// Columns past `n` (the last tile's padding) are zero.
+    qs: Vec<i8>,
+    /// `[tile][block][col]`: the blocks' scales as `f32` (exact).
+    d: Vec<f32>,
+}
+
+impl Q8Matrix {
+    /// From the bytes of a GGML Q8_0 tensor of shape `[n][k]`.
+    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> candle_core::Result<Q8Matrix> {
+        if k == 0 || !k.is_multiple_of(QK8_0) {
+            candle_core::bail!("a Q8_0 row of {k} values is not whole blocks");
+        }
+        let nb = k / QK8_0;
+        if data.len() != n * nb * BLOCK_BYTES {
+            candle_core::bail!("{} bytes for a {n}x{k} Q8_0 matrix", data.len());
+        }
+        let tiles = n.div_ceil(COLS);
+        let mut qs = vec![0i8; tiles * nb * COLS * QK8_0];
+        let mut d = vec![0f32; tiles * nb * COLS];
+        for col in 0..n {
+            let (t, c) = (col / COLS, col % COLS);
+            for b in 0..nb {
+                let block = &data[(col * nb + b) * BLOCK_BYTES..][..BLOCK_BYTES];
+                let at = (t * nb + b) * COLS + c;
+                d[at] = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                for (q, &byte) in qs[at * QK8_0..][..QK8_0].iter_mut().zip(&block[2..]) {
+                    *q = byte as i8;
+                }
+            }
+        }
+        Ok(Q8Matrix { n, k, nb, qs, d })
+    }
+
+    /// From a candle tensor, when it is a 2-D Q8_0 tensor (else None).
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Q8Matrix>> {
+        if t.dtype() != GgmlDType::Q8_0 {
+            return Ok(None);
+        }
+        let (n, k) = t.shape().dims2()?;
+        Ok(Some(Q8Matrix::from_q8_0_bytes(&t.data()?, n, k)?))
+    }
+
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `x · Wᵀ` for the `m = x.len() / k` rows of `x`, into `out` (`m * n`,
+    /// row-major), with [`Kernel::detect`]'s kernel on candle's thread pool.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        self.matmul_with(Kernel::detect(), x, out)
+    }
+
+    /// [`Q8Matrix::matmul`] with a chosen kernel.
+    ///
+    /// # Panics
+    /// When `x` is not whole rows, `out` is not `m * n` long, or `kernel` is not
+    /// one this CPU runs.
+    pub fn matmul_with(&self, kernel: Kernel, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len() % self.k, 0, "x is not whole rows of {}", self.k);
+        let m = x.len() / self.k;
+        assert_eq!(out.len(), m * self.n, "out is not {m}x{}", self.n);
+        assert!(kernel == Kernel::Portable || Kernel::detect() == kernel, "{kernel:?} is not available on this CPU");
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        let xq = QuantizedRows::new(x, self.k);
+        let tiles = self.n.div_ceil(COLS);
+        let out_addr = out.as_mut_ptr() as usize;
+        let work = |range: std::ops::Range<usize>| {
+            let mut tile_out = [[0f32; COLS]; ROWS];
+            for t in range {
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(ROWS);
+                    self.tile(kernel, t, &xq, r0, rows, &mut tile_out);
+                    let cols = (self.n - t * COLS).min(COLS);
+                    for (r, vals) in tile_out[..rows].iter().enumerate() {
+                        // SAFETY: `out` holds `m * n` f32 and outlives this call (the
+                        // pool returns when every item is done); (r0 + r) < m and
+                        // t * COLS + cols <= n, so the writes are in bounds; tile `t`
+                        // is handled by exactly one work item, so no two threads write
+                        // the same element and nothing reads `out` meanwhile.
+                        unsafe {
+                            let dst = (out_addr as *mut f32).add((r0 + r) * self.n + t * COLS);
+                            std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
+                        }
+                    }
+                    r0 += rows;
+                }
+            }
+        };
+        if tiles * m * self.k < 1 << 16 {
+            work(0..tiles); // too small to be worth waking the pool
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(tiles, work);
+        }
+    }
+
+    /// One tile of columns against `rows` (1..=ROWS) rows from `r0`.
+    fn tile(
+        &self,
+        kernel: Kernel,
+        t: usize,
+        xq: &QuantizedRows,
+        r0: usize,
+        rows: usize,
+        out: &mut [[f32; COLS]; ROWS],
+    ) {
+        let nb = self.nb;
+        let wq = &self.qs[t * nb * COLS * QK8_0..][..nb * COLS * QK8_0];
+        let wd = &self.d[t * nb * COLS..][..nb * COLS];
+        match kernel {
+            Kernel::Portable => portable_tile(wq, wd, xq, r0, rows, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                // SAFETY: `matmul_with` checked that this CPU has AVX2 and FMA
+                // (`Kernel::detect`); the slices hold `nb` blocks of every row and column.
+                // Register tiles of at most 8 accumulators (16 ymm registers in all).
+                unsafe {
+                    match rows {
+                        1 => avx2::tile::<4, 1>(wq, wd, xq, r0, out),
+                        2 => avx2::tile::<4, 2>(wq, wd, xq, r0, out),
+                        3 => avx2::tile::<2, 3>(wq, wd, xq, r0, out),
+                        _ => avx2::tile::<2, 4>(wq, wd, xq, r0, out),
+                    }
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 => unreachable!("AVX2 on another architecture"),
+        }
+    }
+}
+
+/// Rows of `x` quantised to Q8_0 exactly as candle quantises a matmul's input.
+pub struct QuantizedRows {
+    /// Blocks per row.
+    nb: usize,
+    /// `[row][k]`.
+    qs: Vec<i8>,
+    /// `[row][block]`: the scale as stored (rounded to f16), as `f32`.
+    d: Vec<f32>,
+}
+
+impl QuantizedRows {
+    /// Quantises the rows of `x` (each `k` long, `k` a multiple of 32).
+    pub fn new(x: &[f32], k: usize) -> QuantizedRows {
+        let nb = k / QK8_0;
+        let blocks = x.len() / QK8_0;
+        let mut qs = vec![0i8; x.len()];
+        let mut d = vec![0f32; blocks];
+        for ((xs, q), d) in x.chunks_exact(QK8_0).zip(qs.chunks_exact_mut(QK8_0)).zip(d.iter_mut()) {
+            // candle's `BlockQ8_0::from_float`: the scale maps the largest magnitude
+            // to 127; values are rounded half away from zero with the unrounded scale,
+            // the scale is stored as f16.
+            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            for (q, &v) in q.iter_mut().zip(xs) {
+                *q = (v * inv).round() as i8;
+            }
+            *d = f16::from_f32(scale).to_f32();
+        }
+        QuantizedRows { nb, qs, d }
+    }
+
+    fn row_qs(&self, r: usize) -> &[i8] {
+        &self.qs[r * self.nb * QK8_0..][..self.nb * QK8_0]
+    }
+
+    fn row_d(&self, r: usize) -> &[f32] {
+        &self.d[r * self.nb..][..self.nb]
+    }
+}
+
+/// The portable tile: per (row, column), block by block, the exact integer sum then
+/// `acc += sum as f32 * d_w * d_x` (candle's `vec_dot_unopt`).
+fn portable_tile(wq: &[i8], wd: &[f32], xq: &QuantizedRows, r0: usize, rows: usize, out: &mut [[f32; COLS]; ROWS]) {
+    for (r, acc) in out[..rows].iter_mut().enumerate() {
+        let (xs, xd) = (xq.row_qs(r0 + r), xq.row_d(r0 + r));
+        *acc = [0f32; COLS];
+        for (b, (xb, &dx)) in xs.chunks_exact(QK8_0).zip(xd).enumerate() {
+            for (c, a) in acc.iter_mut().enumerate() {
+                let wb = &wq[(b * COLS + c) * QK8_0..][..QK8_0];
+                let sum: i32 = wb.iter().zip(xb).map(|(&w, &x)| i32::from(w) * i32::from(x)).sum();
+                *a += sum as f32 * wd[b * COLS + c] * dx;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{QuantizedRows, COLS, QK8_0, ROWS};
+    use std::arch::x86_64::*;
+
+    /// Sums the 8 lanes in candle's order (`hsum_float_8`): high half plus low half,
+    /// then lanes 0+2 and 1+3, then those two.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(x: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// `R` rows from `r0` against one tile of [`COLS`] columns, `CS` columns at a
+    /// time (`R * CS` accumulators stay in registers).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA. `wq` must hold `nb * COLS * 32` quants and
+    /// `wd` `nb * COLS` scales, with `nb` the blocks of `xq`'s rows; rows
+    /// `r0..r0 + R` must exist in `xq`; `CS` must divide `COLS`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile<const CS: usize, const R: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &QuantizedRows,
+        r0: usize,
+        out: &mut [[f32; COLS]; ROWS],
+    ) {
+        let nb = xq.nb;
+        assert!(R <= ROWS && COLS.is_multiple_of(CS) && wq.len() >= nb * COLS * QK8_0 && wd.len() >= nb * COLS);
+        let xs: [*const i8; R] = std::array::from_fn(|r| xq.row_qs(r0 + r).as_ptr());
+        let xd: [&[f32]; R] = std::array::from_fn(|r| xq.row_d(r0 + r));
+        let ones = _mm256_set1_epi16(1);
+        let wp = wq.as_ptr();
+        for c0 in (0..COLS).step_by(CS) {
+            let mut acc = [[_mm256_setzero_ps(); CS]; R];
+            for b in 0..nb {
+                let mut w = [_mm256_setzero_si256(); CS];
+                let mut aw = [_mm256_setzero_si256(); CS];
+                for c in 0..CS {
+                    // SAFETY: block b of column c0 + c is within `wq` (nb blocks of
+                    // COLS columns of 32 quants); an unaligned load.
+                    w[c] = unsafe { _mm256_loadu_si256(wp.add((b * COLS + c0 + c) * QK8_0) as *const __m256i) };
+                    aw[c] = _mm256_sign_epi8(w[c], w[c]);
+                }
+                let dw = &wd[b * COLS + c0..][..CS];
+                for r in 0..R {
+                    // SAFETY: block b of row r0 + r is within the row (nb blocks of 32).
+                    let y = unsafe { _mm256_loadu_si256(xs[r].add(b * QK8_0) as *const __m256i) };
+                    let dy = xd[r][b];
+                    for c in 0..CS {
+                        // candle's mul_sum_i8_pairs_float then fmadd, operand for operand.
+                        let sy = _mm256_sign_epi8(y, w[c]);
+                        let dot = _mm256_maddubs_epi16(aw[c], sy);
+                        let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
+                        let d = _mm256_set1_ps(dw[c] * dy);
+                        acc[r][c] = _mm256_fmadd_ps(d, q, acc[r][c]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for c in 0..CS {
+                    out[r][c0 + c] = hsum(acc[r][c]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::{Device, Module, Tensor};
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// Roughly normal values of a given spread, with a few outliers.
+        fn values(&mut self, len: usize, spread: f32) -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    let u: f32 = (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32).sum::<f32>() - 2.0;
+                    let outlier = if self.next().is_multiple_of(64) { 8.0 } else { 1.0 };
+                    u * spread * outlier
+                })
+                .collect()
+        }
+    }
+
+    /// candle's `x · Wᵀ` with a Q8_0 `W` (quantised by candle from `w`), and ours.
+    fn both(w: &[f32], n: usize, k: usize, x: &[f32], kernel: Kernel) -> (Vec<f32>, Vec<f32>) {
+        let dev = Device::Cpu;
+        let wt = Tensor::from_slice(w, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
+        let ours = Q8Matrix::from_qtensor(&q).unwrap().expect("a Q8_0 tensor");
+        let m = x.len() / k;
+        let xt = Tensor::from_slice(x, (1, m, k), &dev).unwrap();
+        let theirs = QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        ours.matmul_with(kernel, x, &mut out);
+        (theirs, out)
+    }
+
+    /// The shapes of SmolLM2-135M's projections (and odd ones: a partial last tile,
+    /// a single block, one row, more rows than a register tile).
+    #[test]
+    fn bit_identical_to_candle_on_random_blocks() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let shapes =
+            [(1, 64, 32), (3, 7, 64), (5, 576, 576), (8, 192, 576), (2, 1536, 576), (9, 576, 1536), (16, 96, 160)];
+        for &(m, n, k) in &shapes {
+            if candle_repacks(n, k) {
+                continue; // candle takes another path for this shape on this CPU
+            }
+            let w = rng.values(n * k, 0.05);
+            let x = rng.values(m * k, 1.0);
+            for kernel in Kernel::available() {
+                let (theirs, ours) = both(&w, n, k, &x, kernel);
+                if kernel == Kernel::detect() && Kernel::matches_candle() {
+                    // candle runs this arithmetic here: the same bits.
+                    let diff: Vec<usize> =
+                        (0..ours.len()).filter(|&i| ours[i].to_bits() != theirs[i].to_bits()).collect();
+                    assert!(
+                        diff.is_empty(),
+                        "{kernel:?} {m}x{n}x{k}: {} outputs differ, first {:?}",
+                        diff.len(),
+                        diff.first()
+                    );
+                } else {
+                    // Another kernel: the same integers, the float sums in another order.
+                    for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
+                        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{kernel:?} {m}x{n}x{k} [{i}]: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// candle's generic Q8_0 dot product, for the portable kernel on any CPU:
+    /// rebuilt from the blocks' bytes with candle's own scalar function.
+    #[test]
+    fn portable_is_candles_generic_dot_product() {
+        use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
+        let mut rng = Rng(77);
+        let (m, n, k) = (3, 10, 192);
+        let w = rng.values(n * k, 0.1);
+        let x = rng.values(m * k, 2.0);
+        let nb = k / QK8_0;
+        let wq: Vec<Vec<BlockQ8_0>> = w
+            .chunks(k)
+            .map(|row| {
+                let mut b = vec![BlockQ8_0::zeros(); nb];
+                BlockQ8_0::from_float(row, &mut b);
+                b
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for row in &wq {
+            let mut f = vec![0f32; k];
+            BlockQ8_0::to_float(row, &mut f);
+            // The bytes of the same blocks, through candle's QTensor.
+            let t = QTensor::quantize(&Tensor::from_slice(&f, (1, k), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+            let again: Vec<f32> = t.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(again, f, "re-quantising dequantised Q8_0 is lossless");
+            bytes.extend_from_slice(&t.data().unwrap());
+        }
+        let ours = Q8Matrix::from_q8_0_bytes(&bytes, n, k).unwrap();
+        let mut out = vec![0f32; m * n];
+        ours.matmul_with(Kernel::Portable, &x, &mut out);
+        for r in 0..m {
+            let mut xb = vec![BlockQ8_0::zeros(); nb];
+            BlockQ8_0::from_float(&x[r * k..(r + 1) * k], &mut xb);
+            for c in 0..n {
+                let want = BlockQ8_0::vec_dot_unopt(k, &wq[c], &xb);
+                assert_eq!(out[r * n + c].to_bits(), want.to_bits(), "row {r} col {c}: {} vs {want}", out[r * n + c]);
+            }
+        }
+    }
+
+    #[test]
+    fn activations_quantise_as_candles() {
+        let mut rng = Rng(5);
+        let mut x = rng.values(32 * 40, 3.0);
+        x[32..64].fill(0.0); // an all-zero block: scale 0
+        x[70] = 1e-30; // tiny values
+        let ours = QuantizedRows::new(&x, 32 * 40);
+        let t =
+            QTensor::quantize(&Tensor::from_slice(&x, (1, x.len()), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+        let bytes = t.data().unwrap();
+        for (b, block) in bytes.chunks_exact(BLOCK_BYTES).enumerate() {
+            assert_eq!(ours.d[b], f16::from_le_bytes([block[0], block[1]]).to_f32(), "scale of block {b}");
+            let q: Vec<i8> = block[2..].iter().map(|&v| v as i8).collect();
+            assert_eq!(&ours.qs[b * 32..(b + 1) * 32], q.as_slice(), "quants of block {b}");
+        }
+    }
+
+    /// A row's outputs do not depend on the other rows (batch invariance).
+    #[test]
+    fn rows_do_not_depend_on_the_batch() {
+        let mut rng = Rng(99);
+        let (n, k) = (40, 256);
+        let w = rng.values(n * k, 0.05);
+        let q = QTensor::quantize(&Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+        let mat = Q8Matrix::from_qtensor(&q).unwrap().unwrap();
+        let x = rng.values(11 * k, 1.0);
+        for kernel in Kernel::available() {
+            let mut all = vec![0f32; 11 * n];
+            mat.matmul_with(kernel, &x, &mut all);
+            for r in 0..11 {
+                let mut one = vec![0f32; n];
+                mat.matmul_with(kernel, &x[r * k..(r + 1) * k], &mut one);
+                assert_eq!(one, all[r * n..(r + 1) * n], "{kernel:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_partial_blocks_and_wrong_sizes() {
+        assert!(Q8Matrix::from_q8_0_bytes(&[0; 34], 1, 31).is_err());
+        assert!(Q8Matrix::from_q8_0_bytes(&[0; 33], 1, 32).is_err());
+        let q =
+            QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::Q4_0)
+                .unwrap();
+        assert!(Q8Matrix::from_qtensor(&q).unwrap().is_none(), "only Q8_0 is repacked");
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            /// Any shape and scale: bit-identical to candle where candle runs the same
+            /// kernel, and extreme quants (±127, zero blocks) included.
+            #[test]
+            fn matches_candle(m in 1usize..7, n in 1usize..13, kb in 1usize..6, seed in any::<u64>(), spread in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(300.0f32)]) {
+                let k = kb * QK8_0;
+                let mut rng = Rng(seed | 1);
+                let mut w = rng.values(n * k, spread);
+                let mut x = rng.values(m * k, spread);
+                if seed.is_multiple_of(3) { w[..QK8_0].fill(0.0); }
+                if seed.is_multiple_of(5) { x[..QK8_0].fill(0.0); }
+                prop_assume!(!candle_repacks(n, k));
+                let kernel = Kernel::detect();
+                let (theirs, ours) = both(&w, n, k, &x, kernel);
+                if Kernel::matches_candle() {
+                    prop_assert_eq!(ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), theirs.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                } else {
+                    for (&a, &b) in ours.iter().zip(&theirs) {
+                        prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+                    }
+                }
+            }
+        }
+    }
+}
