@@ -23,9 +23,9 @@ export const wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b: (a: 
 export const wasm_bindgen__convert__closures_____invoke__h799959af17579079: (a: number, b: number, c: any) => [number, number];
 export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_24: (a: number, b: number, c: any) => [number, number];
 export const wasm_bindgen__convert__closures_____invoke__h799959af17579079_25: (a: number, b: number, c: any) => [number, number];
-export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615: (a: number, b: number, c: any) => void;
-export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_19: (a: number, b: number, c: any) => void;
-export const wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_23: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_19: (a: number, b: number, c: any) => void;
+export const wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_23: (a: number, b: number, c: any) => void;
 export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041: (a: number, b: number, c: any) => void;
 export const wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22: (a: number, b: number, c: any) => void;
 export const __wbindgen_malloc: (a: number, b: number) => number;

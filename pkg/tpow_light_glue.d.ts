@@ -159,9 +159,9 @@ export interface InitOutput {
     readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079_24: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h799959af17579079_25: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_19: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h71bb3bbe36524615_23: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_19: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_23: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22: (a: number, b: number, c: any) => void;
     readonly __wbindgen_malloc: (a: number, b: number) => number;

@@ -1358,12 +1358,12 @@ let wasm_bindgen = (function(exports) {
             },
             __wbindgen_generic_0000000000000002: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed);
                 return ret;
             },
             __wbindgen_generic_0000000000000003: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19);
                 return ret;
             },
             __wbindgen_generic_0000000000000004: function(arg0, arg1) {
@@ -1373,17 +1373,17 @@ let wasm_bindgen = (function(exports) {
             },
             __wbindgen_generic_0000000000000005: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_21);
                 return ret;
             },
             __wbindgen_generic_0000000000000006: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22);
                 return ret;
             },
             __wbindgen_generic_0000000000000007: function(arg0, arg1) {
                 // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 1, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23);
+                const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23);
                 return ret;
             },
             __wbindgen_generic_0000000000000008: function(arg0, arg1) {
@@ -1440,24 +1440,24 @@ let wasm_bindgen = (function(exports) {
         wasm.wasm_bindgen__convert__closures_____invoke__h80a59e18e8cf7366(arg0, arg1);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_21(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_21(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_21(arg0, arg1, arg2);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22(arg0, arg1, arg2);
     }
 
-    function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2) {
-        wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2);
+    function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2) {
+        wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2);
     }
 
     function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2(arg0, arg1, arg2) {

@@ -1694,52 +1694,52 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 25, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 22, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ErrorEvent")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("ErrorEvent")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_20);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 25, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 22, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_21);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23);
             return ret;
         },
         __wbindgen_generic_0000000000000008: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_24);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 92, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_24);
             return ret;
         },
         __wbindgen_generic_0000000000000009: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 25, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 22, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25);
             return ret;
         },
         __wbindgen_generic_000000000000000a: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 25, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 22, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_26);
             return ret;
         },
@@ -1749,7 +1749,7 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_000000000000000c: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 15, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 12, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h80a59e18e8cf7366);
             return ret;
         },
@@ -1792,28 +1792,28 @@ function wasm_bindgen__convert__closures_____invoke__h80a59e18e8cf7366(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h80a59e18e8cf7366(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_19(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_20(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_20(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_20(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_22(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_22(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_23(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_24(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h10d2e504da3dc0c2_24(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_24(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_24(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures________invoke__hf83e20a535cba3bd(arg0, arg1, arg2) {
