@@ -202,12 +202,13 @@ mod tests {
     fn work_decodes_and_rejects_bad_fields() {
         let j = job(U256::MAX >> 8usize);
         let w = Work {
+            header: String::new(),
             height: 1,
             prev_id: hex::encode(j.prev_id),
             template: hex::encode(j.template),
             target: hex::encode((U256::MAX >> 16usize).to_be_bytes::<32>()),
             share_target: hex::encode(j.share_target.to_be_bytes::<32>()),
-            model: crate::api::ModelShape { vocab: 256, seq_len: 16, d_model: 64, n_heads: 4, n_layers: 2, d_ffn: 256 },
+            model: ModelSpec::DEVNET.into(),
         };
         let decoded = Job::from_work(&w).expect("valid work");
         assert_eq!(decoded.template, j.template);

@@ -5,13 +5,23 @@ use serde::{Deserialize, Serialize};
 
 /// A model's recommended sampling settings (the model authors'; the API's own
 /// defaults stay OpenAI's). The web app sends them with its chat requests.
+/// (f64, as the request fields are: an f32 0.2 would become 0.20000000298… on
+/// its way through a `serde_json::Value`; [`Sampling::from_f32`] keeps 0.2.)
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Sampling {
     /// Softmax temperature (0 is greedy).
-    pub temperature: f32,
+    pub temperature: f64,
     /// Nucleus mass.
-    pub top_p: f32,
+    pub top_p: f64,
+}
+
+impl Sampling {
+    /// Settings held as f32, through their shortest decimal text (0.2f32 is 0.2).
+    pub fn from_f32(temperature: f32, top_p: f32) -> Self {
+        let f = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+        Sampling { temperature: f(temperature), top_p: f(top_p) }
+    }
 }
 
 /// The local chat engine's batch and KV-cache use (`/api/info` `chat.engine`).

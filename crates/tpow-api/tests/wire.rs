@@ -176,7 +176,7 @@ fn mining_messages() {
 
 #[test]
 fn info_and_peers() {
-    let sampling = Sampling { temperature: 0.2, top_p: 0.9 };
+    let sampling = Sampling::from_f32(0.2, 0.9);
     // The node wrote f32 settings through their decimal text, so 0.2 stayed 0.2.
     let num = |x: f32| x.to_string().parse::<f64>().map(serde_json::Value::from).unwrap_or_default();
     let engine = EngineInfo {
@@ -318,9 +318,12 @@ fn chat_objects() {
     );
 
     let models = Models::list(vec![
-        ModelEntry::own("SmolLM2-135M-Instruct", Some(Sampling { temperature: 0.2, top_p: 0.9 })),
+        ModelEntry::own("SmolLM2-135M-Instruct", Some(Sampling::from_f32(0.2, 0.9))),
         ModelEntry::own("other", None),
     ]);
+    // Also through a `Value`, as the node's model list travels.
+    let via_value = serde_json::to_value(&models).expect("value").to_string();
+    assert_eq!(via_value, serde_json::to_string(&models).expect("string"));
     same_bytes(
         &models,
         json!({ "object": "list", "data": [

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tpow_core::chain::{check_child, check_detached, genesis_header, mmr_leaf, ChainEntry, PowInput};
 use tpow_core::{BlockId, ChainParams, Header, HeaderError, U256};
 
-use crate::error::{fault, LightError, NodeFault};
+use crate::error::{fault, EngineError, FetchError, LightError, NodeFault};
 use crate::flyclient::{check_sample_cover, draws_for, estimated_passes, peaks_from_proof, work_before};
 use crate::nodes::{try_order, NodeState, NodeStatus};
 use crate::verify::LightChain;
@@ -40,9 +40,9 @@ pub trait Platform {
     /// GET `path` (with query) from the node at base URL `node`. Errors are
     /// transport failures and non-2xx statuses; a body over `limit` bytes may be
     /// cut off or refused (the caller rejects it anyway).
-    async fn get(&self, node: &str, path: &str, limit: usize) -> Result<Vec<u8>, String>;
+    async fn get(&self, node: &str, path: &str, limit: usize) -> Result<Vec<u8>, FetchError>;
     /// Runs the forward pass of `input` and returns its output digest.
-    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), String>;
+    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), EngineError>;
     /// Wall-clock unix time in milliseconds (for the future-drift rule).
     fn unix_ms(&self) -> u64;
     /// A monotonic clock in milliseconds (for timing passes).
@@ -50,7 +50,7 @@ pub trait Platform {
     /// 32 fresh random bytes for a FlyClient request, unpredictable to the nodes
     /// (the browser's `crypto.getRandomValues`). The sample's security rests on the
     /// node not knowing them before it has committed to its tip.
-    fn random_seed(&self) -> Result<[u8; 32], String>;
+    fn random_seed(&self) -> Result<[u8; 32], EngineError>;
 }
 
 /// How much of the chain a sync verifies.
@@ -176,11 +176,47 @@ impl TipSummary {
     }
 }
 
+/// Where a sync is. Serialised in lower case (`tips`, `headers`, `flyclient`,
+/// `verify`, `done`): the JS `Progress.phase` of `pkg/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Asking every node for its tip.
+    Tips,
+    /// Downloading headers (full mode, or catching up linearly).
+    Headers,
+    /// The FlyClient answer arrived; its cheap checks run.
+    Flyclient,
+    /// Forward passes.
+    Verify,
+    /// Finished.
+    Done,
+}
+
+impl Phase {
+    /// The name JS sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Tips => "tips",
+            Phase::Headers => "headers",
+            Phase::Flyclient => "flyclient",
+            Phase::Verify => "verify",
+            Phase::Done => "done",
+        }
+    }
+}
+
+impl core::fmt::Display for Phase {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Progress of a sync, reported after every request and every forward pass.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Progress {
-    /// `tips`, `headers`, `flyclient`, `verify`, `done`.
-    pub phase: &'static str,
+    /// Where the sync is.
+    pub phase: Phase,
     /// The node being synced from.
     pub node: String,
     /// Forward passes done in this phase.
@@ -340,7 +376,7 @@ impl<P: Platform> Client<P> {
             .platform
             .get(node, path, limit)
             .await
-            .map_err(|message| LightError::Network { node: node.into(), message })?;
+            .map_err(|error| LightError::Network { node: node.into(), error })?;
         self.bump(|s| s.bytes += body.len() as u64);
         if body.len() > limit {
             return Err(fault(node, NodeFault::TooLarge { got: body.len(), limit }));
@@ -427,7 +463,7 @@ impl<P: Platform> Client<P> {
         for (done, p) in pending.iter().rev().enumerate() {
             self.run_pass(node, &p.header, p.check).await?;
             progress(&Progress {
-                phase: "verify",
+                phase: Phase::Verify,
                 node: node.into(),
                 done: done as u64 + 1,
                 total,
@@ -463,7 +499,7 @@ impl<P: Platform> Client<P> {
         while next <= target {
             let count = (target - next + 1).min(wire::MAX_HEADERS_PER_REQUEST);
             let headers = self.fetch_headers(node, next, count).await?;
-            progress(&Progress { phase: "headers", node: node.into(), done: 0, total: 0, height: Some(next) });
+            progress(&Progress { phase: Phase::Headers, node: node.into(), done: 0, total: 0, height: Some(next) });
             let mut rest = &headers[..];
             if first {
                 first = false;
@@ -552,7 +588,7 @@ impl<P: Platform> Client<P> {
         let tip = claim.height;
         let last = last.min(tip).max(1);
         let anchor = tip + 1 - last;
-        let seed = self.platform.random_seed().map_err(|e| LightError::Engine(format!("randomness: {e}")))?;
+        let seed = self.platform.random_seed()?;
         let path = format!("/api/flyclient?tip={tip}&last={last}&seed={}&security={security_bits}", hex::encode(seed));
         let body = self.fetch(node, &path, wire::max_fly_bytes(tip)).await?;
         let fly = wire::parse_flyclient(&body, tip, last).map_err(nf)?;
@@ -562,12 +598,9 @@ impl<P: Platform> Client<P> {
         // honest node may have reorganised meanwhile), so the node is not flagged:
         // the next sync asks again.
         if fly.tip_id != claim.id {
-            return Err(LightError::Network {
-                node: node.into(),
-                message: format!("its chain moved at height {tip} between its tip and the sample; retrying later"),
-            });
+            return Err(LightError::Network { node: node.into(), error: FetchError::TipMoved { height: tip } });
         }
-        progress(&Progress { phase: "flyclient", node: node.into(), done: 0, total: 0, height: Some(tip) });
+        progress(&Progress { phase: Phase::Flyclient, node: node.into(), done: 0, total: 0, height: Some(tip) });
         for (i, h) in fly.last.iter().enumerate() {
             if h.height != anchor + i as u64 {
                 return Err(nf(NodeFault::Mismatch {
@@ -789,7 +822,7 @@ impl<P: Platform> Client<P> {
                 }
             };
             progress(&Progress {
-                phase: "tips",
+                phase: Phase::Tips,
                 node: url.clone(),
                 done: i as u64 + 1,
                 total: urls.len() as u64,
@@ -835,7 +868,13 @@ impl<P: Platform> Client<P> {
             return Err(LightError::NoValidChain(errors.join("; ")));
         }
         let after = self.stats();
-        progress(&Progress { phase: "done", node: String::new(), done: 0, total: 0, height: Some(best.header.height) });
+        progress(&Progress {
+            phase: Phase::Done,
+            node: String::new(),
+            done: 0,
+            total: 0,
+            height: Some(best.header.height),
+        });
         Ok(SyncReport {
             tip: TipSummary::of(&best),
             passes: after.passes - before.passes,

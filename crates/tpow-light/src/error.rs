@@ -73,6 +73,66 @@ pub enum NodeFault {
     WrongChain(String),
 }
 
+/// Why the platform could not fetch a response from a node. The variant decides
+/// what the client makes of it; the text is context for people only. None of these
+/// proves the node lied (unlike a [`NodeFault`]): the node is marked unreachable
+/// and asked again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// No answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// No connection: refused, DNS, TLS, offline, or blocked by the browser (CORS).
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
+    /// The node answered with a status other than 2xx.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The node's `{"error": …}` text or the start of its body.
+        message: String,
+    },
+    /// The response started but its body could not be read.
+    #[error("reading the response: {0}")]
+    Body(String),
+    /// The node's best chain moved between announcing its tip and answering a
+    /// request about that tip (an honest reorganisation looks the same): the
+    /// answer is not used, and the next sync asks again.
+    #[error("its chain moved at height {height} between its tip and the sample; retrying later")]
+    TipMoved {
+        /// The tip height asked about.
+        height: u64,
+    },
+}
+
+impl FetchError {
+    /// Whether the node refused this request with a status (it is up).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Why a forward pass, or the randomness a sync draws, was not available. Never a
+/// verdict on a header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine is not there (no WebGPU adapter, no worker).
+    #[error("{0} is not available")]
+    Unavailable(String),
+    /// The engine ran and failed (a GPU error, a worker that went away, a model
+    /// that could not be derived).
+    #[error("{0}")]
+    Failed(String),
+    /// No unpredictable randomness (`crypto.getRandomValues`): a sampled sync cannot
+    /// draw its seed, so it does not start.
+    #[error("randomness: {0}")]
+    Randomness(String),
+}
+
 /// Why a light-client operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LightError {
@@ -85,12 +145,12 @@ pub enum LightError {
         fault: NodeFault,
     },
     /// `node` could not be reached or answered with an HTTP error.
-    #[error("node {node} unreachable: {message}")]
+    #[error("node {node} unreachable: {error}")]
     Network {
         /// The node's base URL.
         node: String,
-        /// Transport error or HTTP status.
-        message: String,
+        /// What went wrong.
+        error: FetchError,
     },
     /// No configured node gave a chain that verifies.
     #[error("no node served a chain that verifies ({0})")]
@@ -103,7 +163,7 @@ pub enum LightError {
     Header(#[from] HeaderError),
     /// The forward-pass engine failed (not a verdict on the header).
     #[error("forward-pass engine failed: {0}")]
-    Engine(String),
+    Engine(#[from] EngineError),
     /// The configuration is unusable.
     #[error("bad configuration: {0}")]
     Config(String),

@@ -33,10 +33,10 @@ pub mod testkit;
 pub mod wasm;
 
 pub use client::{
-    Backend, Check, Checkpoint, Client, Config, Platform, Progress, Stats, SyncMode, SyncReport, TipSummary,
+    Backend, Check, Checkpoint, Client, Config, Phase, Platform, Progress, Stats, SyncMode, SyncReport, TipSummary,
     VerifiedRecord,
 };
-pub use error::{LightError, NodeFault};
+pub use error::{EngineError, FetchError, LightError, NodeFault};
 pub use nodes::{NodeState, NodeStatus};
 pub use wire::TipClaim;
 

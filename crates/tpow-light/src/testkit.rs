@@ -1,6 +1,6 @@
 //! Fakes for tests and benchmarks (native only): chains mined with tpow-core and
 //! in-memory nodes that answer the node HTTP API (docs/API.md) byte for byte like
-//! `tpow-node` — or lie in a chosen way.
+//! `tpow-node` (they render the same tpow-api types) — or lie in a chosen way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use tpow_core::mmr::{Mmr, MmrProof};
 use tpow_core::{ChainParams, Header, ModelCache, U256};
 
 use crate::client::{Backend, Platform};
-use crate::wire::tip_json;
+use crate::error::{EngineError, FetchError};
 
 /// Devnet parameters with genesis `age_ms` in the past: ASERT then sits at the
 /// easiest target, so mining costs a handful of passes per block (what
@@ -206,7 +206,7 @@ pub struct FakeNode {
     /// Its misbehaviour.
     pub lie: Lie,
     forged: Option<Header>,
-    name: &'static str,
+    params: ChainParams,
 }
 
 impl FakeNode {
@@ -216,7 +216,7 @@ impl FakeNode {
             Lie::ForgedPass(h) => chain.headers.get(h as usize).map(|orig| forge(params, orig)),
             _ => None,
         };
-        FakeNode { chain, lie, forged, name: params.name() }
+        FakeNode { chain, lie, forged, params: params.clone() }
     }
 
     fn header(&self, h: u64) -> Header {
@@ -226,10 +226,12 @@ impl FakeNode {
         }
     }
 
-    fn answer(&self, path: &str) -> Result<Vec<u8>, String> {
+    fn answer(&self, path: &str) -> Result<Vec<u8>, FetchError> {
         if self.lie == Lie::Down {
-            return Err("connection refused".into());
+            return Err(FetchError::Unreachable("connection refused".into()));
         }
+        let status = |status: u16, message: &str| FetchError::Status { status, message: message.to_string() };
+
         let (route, query) = path.split_once('?').unwrap_or((path, ""));
         let q: HashMap<&str, u64> = query
             .split('&')
@@ -240,30 +242,31 @@ impl FakeNode {
         let tip = self.chain.height();
         match route {
             "/api/chain" => {
-                let mut genesis = self.header(0).id();
+                let mut info = tpow_api::ChainInfo::of(&self.params);
+                let genesis = self.header(0);
+                let mut id = genesis.id();
                 if self.lie == Lie::OtherGenesis {
-                    genesis[0] ^= 1;
+                    id[0] ^= 1;
                 }
-                let ts = self.header(0).timestamp_ms;
-                Ok(format!(
-                    r#"{{"name":"{}","genesis_id":"{}","genesis_timestamp_ms":{ts}}}"#,
-                    self.name,
-                    hex::encode(genesis)
-                )
-                .into_bytes())
+                info.genesis_id = hex::encode(id);
+                info.genesis_header = hex::encode(genesis.encode());
+                info.genesis_timestamp_ms = genesis.timestamp_ms;
+                Ok(json(&info))
             }
             "/api/tip" => {
                 let mut work = self.chain.total_work[tip as usize];
                 if self.lie == Lie::InflateWork {
                     work = work.saturating_mul(U256::from(10u8));
                 }
-                Ok(tip_json(tip, &self.header(tip).id(), &work).into_bytes())
+                let h = self.header(tip);
+                let target = h.bits.to_target().unwrap_or(self.params.asert.max_target);
+                Ok(json(&tpow_api::Tip::new(tip, &h.id(), &work, &target, h.timestamp_ms)))
             }
             "/api/headers" => {
-                let from = *q.get("from").ok_or("400 missing from")?;
+                let from = *q.get("from").ok_or_else(|| status(400, "missing from"))?;
                 let count = q.get("count").copied().unwrap_or(1);
                 if from > tip {
-                    return Err(format!("404 height {from} above tip"));
+                    return Err(status(404, &format!("height {from} above tip")));
                 }
                 let end = (from + count).min(tip + 1);
                 let mut out: Vec<u8> = (from..end).flat_map(|h| self.header(h).encode()).collect();
@@ -273,38 +276,27 @@ impl FakeNode {
                 Ok(out)
             }
             "/api/mmr-proof" => {
-                let height = *q.get("height").ok_or("400 missing height")?;
+                let height = *q.get("height").ok_or_else(|| status(400, "missing height"))?;
                 let at = q.get("tip").copied().unwrap_or(tip);
                 if height >= at || at > tip {
-                    return Err("404".into());
+                    return Err(status(404, "no such proof"));
                 }
                 let proof = self.proof(height, at)?;
-                let body = format!(
-                    r#"{{"height":{height},"tip":{at},"leaf_count":{at},"header":"{}","tip_header":"{}","mmr_root":"{}","proof":"{}"}}"#,
-                    hex::encode(self.header(height).encode()),
-                    hex::encode(self.header(at).encode()),
-                    hex::encode(self.header(at).mmr_root),
-                    hex::encode(proof.encode())
-                );
-                Ok(body.into_bytes())
+                Ok(json(&tpow_api::MmrProofAnswer::new(&self.header(height), at, &self.header(at), &proof)))
             }
             "/api/flyclient" => {
                 let at = q.get("tip").copied().unwrap_or(tip).min(tip);
                 let last = q.get("last").copied().unwrap_or(10).clamp(1, at + 1);
                 let security = q.get("security").copied().unwrap_or(50) as u32;
                 let mut seed_bytes = [0u8; 32];
-                hex::decode_to_slice(seed.ok_or("400 missing seed")?, &mut seed_bytes)
-                    .map_err(|e| format!("400 seed: {e}"))?;
+                hex::decode_to_slice(seed.ok_or_else(|| status(400, "missing seed"))?, &mut seed_bytes)
+                    .map_err(|e| status(400, &format!("seed: {e}")))?;
                 let first_last = at + 1 - last;
-                let mut tip_id = self.header(at).id();
-                if self.lie == Lie::MovedTip {
-                    tip_id[0] ^= 1;
-                }
                 let below = if first_last == 0 { U256::ZERO } else { self.chain.total_work[first_last as usize - 1] };
                 let checked = self.chain.total_work[at as usize] - below;
                 let draws = tpow_core::flyclient::draw_count(tpow_core::flyclient::levels(&checked, &below), security);
                 if draws > tpow_core::flyclient::MAX_DRAWS {
-                    return Err("400 too many draws".into());
+                    return Err(status(400, "too many draws"));
                 }
                 let mut heights = tpow_core::flyclient::sample_heights(&seed_bytes, first_last, &checked, draws, |h| {
                     self.chain.total_work.get(h as usize).copied().unwrap_or_default()
@@ -314,35 +306,29 @@ impl FakeNode {
                 }
                 let mut sampled = Vec::new();
                 for h in heights {
-                    sampled.push(format!(
-                        r#"{{"height":{h},"header":"{}","total_work":"{}","proof":"{}"}}"#,
-                        hex::encode(self.header(h).encode()),
-                        self.chain.total_work[h as usize],
-                        hex::encode(self.proof(h, at)?.encode())
-                    ));
+                    let proof = self.proof(h, at)?;
+                    sampled.push(tpow_api::FlySample::new(&self.header(h), &self.chain.total_work[h as usize], &proof));
                 }
                 if self.lie == Lie::AbsurdCounts {
-                    let one = sampled.first().cloned().unwrap_or_default();
-                    sampled = vec![one; 250];
+                    sampled = sampled.first().map(|one| vec![one.clone(); 250]).unwrap_or_default();
                 }
-                let last: Vec<String> =
-                    (first_last..=at).map(|h| format!("\"{}\"", hex::encode(self.header(h).encode()))).collect();
-                let body = format!(
-                    r#"{{"tip":{at},"tip_id":"{}","total_work":"{}","mmr_root":"{}","draws":{draws},"last":[{}],"sampled":[{}]}}"#,
-                    hex::encode(tip_id),
-                    self.chain.total_work[at as usize],
-                    hex::encode(self.header(at).mmr_root),
-                    last.join(","),
-                    sampled.join(",")
-                );
-                Ok(body.into_bytes())
+                let last: Vec<Header> = (first_last..=at).map(|h| self.header(h)).collect();
+                let work = self.chain.total_work[at as usize];
+                let mut answer = tpow_api::FlyAnswer::new((&self.header(at), &work), draws, &last, sampled);
+                if self.lie == Lie::MovedTip {
+                    let mut tip_id = self.header(at).id();
+                    tip_id[0] ^= 1;
+                    answer.tip_id = hex::encode(tip_id);
+                }
+                Ok(json(&answer))
             }
-            _ => Err(format!("404 {route}")),
+            _ => Err(status(404, &format!("no such endpoint {route}"))),
         }
     }
 
-    fn proof(&self, height: u64, at: u64) -> Result<MmrProof, String> {
-        let mut p = self.chain.mmr.proof(height, at).map_err(|e| e.to_string())?;
+    fn proof(&self, height: u64, at: u64) -> Result<MmrProof, FetchError> {
+        let mut p =
+            self.chain.mmr.proof(height, at).map_err(|e| FetchError::Status { status: 400, message: e.to_string() })?;
         if self.lie == Lie::BadProofs {
             if let Some(s) = p.siblings.first_mut().or(p.peaks.first_mut()) {
                 s.hash[0] ^= 1;
@@ -350,6 +336,11 @@ impl FakeNode {
         }
         Ok(p)
     }
+}
+
+/// A message as the node renders it.
+fn json(v: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// A copy of `orig` with a wrong output digest whose pow hash still meets the
@@ -411,13 +402,13 @@ impl FakeNet {
 }
 
 impl Platform for FakeNet {
-    async fn get(&self, node: &str, path: &str, _limit: usize) -> Result<Vec<u8>, String> {
+    async fn get(&self, node: &str, path: &str, _limit: usize) -> Result<Vec<u8>, FetchError> {
         *self.requests.borrow_mut().entry(node.to_string()).or_default() += 1;
-        self.nodes.get(node).ok_or_else(|| "no such host".to_string())?.answer(path)
+        self.nodes.get(node).ok_or_else(|| FetchError::Unreachable("no such host".into()))?.answer(path)
     }
 
-    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), String> {
-        let d = self.cache.borrow_mut().output_digest(input).map_err(|e| e.to_string())?;
+    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), EngineError> {
+        let d = self.cache.borrow_mut().output_digest(input).map_err(|e| EngineError::Failed(e.to_string()))?;
         Ok((d, Backend::CpuNative))
     }
 
@@ -429,7 +420,7 @@ impl Platform for FakeNet {
         self.start.elapsed().as_secs_f64() * 1e3
     }
 
-    fn random_seed(&self) -> Result<[u8; 32], String> {
+    fn random_seed(&self) -> Result<[u8; 32], EngineError> {
         let (base, n) = self.seed.get();
         self.seed.set((base, n + 1));
         Ok(tpow_core::hash::hash_parts("tpow testkit client seed", &[&base, &n.to_le_bytes()]))

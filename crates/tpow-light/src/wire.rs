@@ -1,9 +1,12 @@
 //! Parsing the node HTTP API (docs/API.md), with a cap on every size and count.
 //!
 //! Pure functions from bytes to typed values; the fetching is the platform's job.
-//! Every failure is a [`NodeFault`], so the caller can name the node that sent it.
+//! The JSON shapes are tpow-api's (the types the node renders from); this module
+//! adds what a client that trusts nothing must check on top: sizes, counts, hex,
+//! decimal work, header encodings and proofs. Every failure is a [`NodeFault`], so
+//! the caller can name the node that sent it.
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tpow_core::header::{Header, HEADER_LEN};
 use tpow_core::mmr::MmrProof;
 use tpow_core::{BlockId, U256};
@@ -99,6 +102,12 @@ fn check_len(bytes: &[u8], limit: usize) -> Result<(), NodeFault> {
     Ok(())
 }
 
+/// At most `limit` bytes of JSON of type `T`.
+fn json<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, NodeFault> {
+    check_len(bytes, limit)?;
+    serde_json::from_slice(bytes).map_err(malformed)
+}
+
 fn hex_array<const N: usize>(s: &str, what: &str) -> Result<[u8; N], NodeFault> {
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|e| malformed(format!("{what}: {e}")))?;
@@ -130,13 +139,6 @@ fn proof_hex(s: &str, height: u64) -> Result<MmrProof, NodeFault> {
     MmrProof::decode(&bytes).map_err(|error| NodeFault::Proof { height, error })
 }
 
-#[derive(Deserialize)]
-struct ChainJson {
-    name: String,
-    genesis_id: String,
-    genesis_timestamp_ms: u64,
-}
-
 /// What a node says about the chain it follows (`/api/chain`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainClaim {
@@ -150,8 +152,7 @@ pub struct ChainClaim {
 
 /// Parses `/api/chain`.
 pub fn parse_chain(bytes: &[u8]) -> Result<ChainClaim, NodeFault> {
-    check_len(bytes, MAX_CHAIN_BYTES)?;
-    let j: ChainJson = serde_json::from_slice(bytes).map_err(malformed)?;
+    let j: tpow_api::ChainInfo = json(bytes, MAX_CHAIN_BYTES)?;
     Ok(ChainClaim {
         name: j.name,
         genesis_id: hex_array(&j.genesis_id, "genesis_id")?,
@@ -159,17 +160,9 @@ pub fn parse_chain(bytes: &[u8]) -> Result<ChainClaim, NodeFault> {
     })
 }
 
-#[derive(Deserialize)]
-struct TipJson {
-    height: u64,
-    id: String,
-    total_work: String,
-}
-
 /// Parses `/api/tip` or a WebSocket tip message.
 pub fn parse_tip(bytes: &[u8]) -> Result<TipClaim, NodeFault> {
-    check_len(bytes, MAX_TIP_BYTES)?;
-    let j: TipJson = serde_json::from_slice(bytes).map_err(malformed)?;
+    let j: tpow_api::Tip = json(bytes, MAX_TIP_BYTES)?;
     Ok(TipClaim {
         height: j.height,
         id: hex_array(&j.id, "id")?,
@@ -201,29 +194,10 @@ pub fn parse_headers(bytes: &[u8], from: u64, count: u64) -> Result<Vec<Header>,
     Ok(out)
 }
 
-#[derive(Deserialize)]
-struct SampleJson {
-    height: u64,
-    header: String,
-    total_work: String,
-    proof: String,
-}
-
-#[derive(Deserialize)]
-struct FlyJson {
-    tip: u64,
-    draws: u64,
-    tip_id: String,
-    total_work: String,
-    last: Vec<String>,
-    sampled: Vec<SampleJson>,
-}
-
 /// Parses `/api/flyclient?tip=TIP&last=LAST&seed=SEED&security=BITS`, checking the
 /// counts against the request and the caps.
 pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64) -> Result<FlyResponse, NodeFault> {
-    check_len(bytes, max_fly_bytes(tip))?;
-    let j: FlyJson = serde_json::from_slice(bytes).map_err(malformed)?;
+    let j: tpow_api::FlyAnswer = json(bytes, max_fly_bytes(tip))?;
     if j.tip != tip {
         return Err(NodeFault::Mismatch { height: tip, what: format!("flyclient answered for tip {}", j.tip) });
     }
@@ -264,18 +238,9 @@ pub fn parse_flyclient(bytes: &[u8], tip: u64, last: u64) -> Result<FlyResponse,
     })
 }
 
-#[derive(Deserialize)]
-struct ProofJson {
-    height: u64,
-    header: String,
-    tip_header: String,
-    proof: String,
-}
-
 /// Parses `/api/mmr-proof?height=HEIGHT&tip=...`.
 pub fn parse_mmr_proof(bytes: &[u8], height: u64) -> Result<ProofResponse, NodeFault> {
-    check_len(bytes, MAX_PROOF_BYTES)?;
-    let j: ProofJson = serde_json::from_slice(bytes).map_err(malformed)?;
+    let j: tpow_api::MmrProofAnswer = json(bytes, MAX_PROOF_BYTES)?;
     if j.height != height {
         return Err(NodeFault::Mismatch { height, what: format!("proof answered for height {}", j.height) });
     }
@@ -286,9 +251,10 @@ pub fn parse_mmr_proof(bytes: &[u8], height: u64) -> Result<ProofResponse, NodeF
     })
 }
 
-/// The JSON a node sends for a tip, for fakes and tests.
-pub fn tip_json(height: u64, id: &BlockId, total_work: &U256) -> String {
-    format!(r#"{{"height":{height},"id":"{}","total_work":"{total_work}"}}"#, hex::encode(id))
+/// The JSON a node sends for a tip (as `tpow-node` renders it), for fakes and tests.
+pub fn tip_json(height: u64, id: &BlockId, total_work: &U256, target: &U256, timestamp_ms: u64) -> String {
+    let tip = tpow_api::Tip::new(height, id, total_work, target, timestamp_ms);
+    serde_json::to_string(&tip).unwrap_or_default()
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -297,7 +263,7 @@ mod tests {
 
     #[test]
     fn tip_rejects_bad_input() {
-        let ok = tip_json(5, &[7; 32], &U256::from(99u8));
+        let ok = tip_json(5, &[7; 32], &U256::from(99u8), &U256::from(3u8), 1);
         assert_eq!(parse_tip(ok.as_bytes()).map(|t| t.height), Ok(5));
         assert!(matches!(parse_tip(b"{"), Err(NodeFault::Malformed(_))));
         let bad_work = ok.replace("\"99\"", "\"-1\"");

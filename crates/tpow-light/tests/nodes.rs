@@ -4,7 +4,7 @@
 
 use futures::executor::block_on;
 use tpow_light::testkit::{fast_devnet, now_ms, FakeChain, FakeNet, FakeNode, Lie};
-use tpow_light::{Client, Config, LightError, NodeFault, NodeState, SyncMode};
+use tpow_light::{Client, Config, FetchError, LightError, NodeFault, NodeState, Phase, SyncMode};
 
 const HONEST: &str = "http://honest";
 const LIAR: &str = "http://liar";
@@ -26,6 +26,11 @@ fn config(p: &tpow_core::ChainParams, nodes: &[&str], mode: SyncMode) -> Config 
     Config { nodes: nodes.iter().map(|s| s.to_string()).collect(), params: p.clone(), mode, checkpoint: None }
 }
 
+/// The WebSocket message a node sends for `tip`.
+fn tip_message(tip: &tpow_core::chain::ChainEntry) -> String {
+    tpow_light::wire::tip_json(tip.header.height, &tip.id, &tip.total_work, &tip.target, tip.header.timestamp_ms)
+}
+
 fn sampled() -> SyncMode {
     SyncMode::Sampled { last: 10, security_bits: 50 }
 }
@@ -44,7 +49,7 @@ fn sampled_and_full_sync_reach_the_same_tip() {
     // 10 last headers plus at most 174 distinct samples: A = 10, W = 291, J = 5
     // levels, ceil(5 · 50 · ln 2) = 174 draws.
     assert!(r.passes > 10 && r.passes <= 10 + 174, "passes {}", r.passes);
-    assert!(phases.contains(&"flyclient") && phases.contains(&"verify"));
+    assert!(phases.contains(&Phase::Flyclient) && phases.contains(&Phase::Verify));
     assert_eq!(client.nodes()[0].state, NodeState::Ok);
     let recent = client.recent();
     assert!(recent.iter().any(|v| v.check == tpow_light::Check::Sampled));
@@ -152,6 +157,11 @@ fn unreachable_node_is_not_blamed_and_a_lone_liar_is_rejected() {
     let (client, honest) = against_liar(chain(&p, 50), Lie::Down, sampled());
     assert_eq!(client.tip().id, hex::encode(honest.tip.id));
     assert!(matches!(client.nodes()[0].state, NodeState::Unreachable(_)));
+    // The platform says why, as a kind: a node that is down is unreachable, not a liar.
+    match block_on(client.on_tip_message(0, tip_message(&honest.tip).as_bytes())) {
+        Err(LightError::Network { node, error: FetchError::Unreachable(_) }) => assert_eq!(node, LIAR),
+        other => panic!("expected an unreachable node, got {other:?}"),
+    }
 
     let net = FakeNet::new(vec![(LIAR.into(), FakeNode::new(&p, chain(&p, 40), Lie::ForgedPass(40)))]);
     let alone = Client::new(config(&p, &[LIAR], sampled()), net, None).expect("config");
@@ -189,13 +199,13 @@ fn follows_new_tips_and_reorgs_and_resumes_from_state() {
     // Following: the node announces a heavier fork from height 195 (a reorg).
     let net = FakeNet::new(vec![(HONEST.into(), FakeNode::new(&p, fork.clone(), Lie::None))]);
     let follower = Client::new(config(&p, &[HONEST], sampled()), net, Some(&state)).expect("config");
-    let msg = tpow_light::wire::tip_json(fork.height(), &fork.tip.id, &fork.tip.total_work);
+    let msg = tip_message(&fork.tip);
     let new_tip = block_on(follower.on_tip_message(0, msg.as_bytes())).expect("reorg verified");
     assert_eq!(new_tip.map(|t| t.height), Some(205));
     assert_eq!(follower.tip().id, hex::encode(fork.tip.id));
     assert_eq!(follower.stats().passes, 10, "only the fork's headers");
     // A stale or lighter announcement changes nothing.
-    let old = tpow_light::wire::tip_json(base.height(), &base.tip.id, &base.tip.total_work);
+    let old = tip_message(&base.tip);
     assert_eq!(block_on(follower.on_tip_message(0, old.as_bytes())), Ok(None));
     // Garbage on the socket is a typed error naming the node.
     match block_on(follower.on_tip_message(0, b"not json")) {

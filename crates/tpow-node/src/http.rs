@@ -18,10 +18,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tower_http::cors::CorsLayer;
+use tpow_api as api;
 use tpow_core::body::Body;
 use tpow_core::header::HEADER_LEN;
 use tpow_core::Header;
@@ -97,7 +96,7 @@ pub struct NodeIdentity {
     pub node_key: String,
 }
 
-/// An API error: a status and a message, rendered as `{"error": message}`.
+/// An API error: a status and a message, rendered as [`api::ApiError`] (`{"error": message}`).
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
@@ -129,7 +128,7 @@ impl From<ShareError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(api::ApiError::new(self.1))).into_response()
     }
 }
 
@@ -272,80 +271,45 @@ pub async fn serve(
     }
 }
 
-fn tip_json(t: &TipInfo) -> Value {
-    json!({
-        "height": t.height,
-        "id": hex::encode(t.id),
-        "total_work": t.total_work.to_string(),
-        "target": hex::encode(t.target.to_be_bytes::<32>()),
-        "timestamp_ms": t.timestamp_ms,
-    })
+fn tip_message(t: &TipInfo) -> api::Tip {
+    api::Tip::new(t.height, &t.id, &t.total_work, &t.target, t.timestamp_ms)
 }
 
-fn header_json(h: &Header) -> Value {
-    json!({
-        "height": h.height,
-        "id": hex::encode(h.id()),
-        "prev_id": hex::encode(h.prev_id),
-        "timestamp_ms": h.timestamp_ms,
-        "bits": h.bits.0,
-        "body_root": hex::encode(h.body_root),
-        "mmr_root": hex::encode(h.mmr_root),
-        "miner_key": hex::encode(h.miner_key),
-        "nonce": h.nonce.to_string(),
-        "output_digest": hex::encode(h.output_digest),
-        "hex": hex::encode(h.encode()),
-    })
-}
-
-async fn health(State(s): State<ApiState>) -> Json<Value> {
+async fn health(State(s): State<ApiState>) -> Json<api::Health> {
     let t = s.chain.tip().borrow().clone();
-    Json(
-        json!({ "status": "ok", "chain": s.chain.params().name(), "height": t.height, "peers": s.peers.borrow().len() }),
-    )
+    Json(api::Health {
+        chain: s.chain.params().name().to_string(),
+        height: t.height,
+        peers: s.peers.borrow().len() as u64,
+        status: "ok".into(),
+    })
 }
 
 /// `GET /api/chain`: which chain this node follows, so a client can refuse a node
 /// of another chain (or another devnet) before trusting anything it serves.
-async fn chain(State(s): State<ApiState>) -> Json<Value> {
-    let p = s.chain.params();
-    let g = tpow_core::chain::genesis_header(p);
-    Json(json!({
-        "name": p.name(),
-        "genesis_id": hex::encode(g.id()),
-        "genesis_header": hex::encode(g.encode()),
-        "genesis_timestamp_ms": p.genesis_timestamp_ms,
-        "genesis_bits": p.genesis_bits.0,
-        "model": { "vocab": p.model.vocab, "seq_len": p.model.seq_len, "d_model": p.model.d_model,
-                   "n_heads": p.model.n_heads, "n_layers": p.model.n_layers, "d_ffn": p.model.d_ffn },
-        "asert": {
-            "ideal_block_time_ms": p.asert.ideal_block_time_ms,
-            "half_life_ms": p.asert.half_life_ms,
-            "max_target": hex::encode(p.asert.max_target.to_be_bytes::<32>()),
-        },
-        "max_future_drift_ms": p.max_future_drift_ms,
-    }))
+async fn chain(State(s): State<ApiState>) -> Json<api::ChainInfo> {
+    Json(api::ChainInfo::of(s.chain.params()))
 }
 
 /// Who this node is and what it serves: light clients list nodes by model with it.
-async fn info(State(s): State<ApiState>) -> Json<Value> {
+async fn info(State(s): State<ApiState>) -> Json<api::Info> {
     #[cfg(feature = "chat")]
-    let (models, chat) = (s.chat.backend.info().models, s.chat.info_json());
+    let (models, chat) = (s.chat.backend.info().models, Some(s.chat.info()));
     #[cfg(not(feature = "chat"))]
-    let (models, chat): (Vec<String>, Value) = (Vec::new(), Value::Null);
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "chain": s.chain.params().name(),
-        "peer_id": s.identity.peer_id,
-        "node_key": s.identity.node_key,
-        "models": models,
-        "chat": chat,
-    }))
+    let (models, chat) = (Vec::new(), None);
+    Json(api::Info {
+        chain: s.chain.params().name().to_string(),
+        chat,
+        models,
+        node_key: s.identity.node_key.clone(),
+        peer_id: s.identity.peer_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
-async fn tip(State(s): State<ApiState>) -> Json<Value> {
+async fn tip(State(s): State<ApiState>) -> Json<api::Tip> {
     let t = s.chain.tip().borrow().clone();
-    Json(tip_json(&t))
+    Json(tip_message(&t))
 }
 
 fn parse_u64(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<u64>> {
@@ -384,13 +348,14 @@ async fn headers(State(s): State<ApiState>, q: Params) -> ApiResult<Response> {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
         }
         Some("json") => {
-            Ok(Json(json!({ "headers": headers.iter().map(header_json).collect::<Vec<_>>() })).into_response())
+            let headers = headers.iter().map(api::HeaderJson::from).collect();
+            Ok(Json(api::Headers { headers }).into_response())
         }
         Some(other) => Err(ApiError::bad(format!("`format` must be binary or json, got {other:?}"))),
     }
 }
 
-async fn mmr_proof(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value>> {
+async fn mmr_proof(State(s): State<ApiState>, q: Params) -> ApiResult<Json<api::MmrProofAnswer>> {
     let Query(q) = q?;
     let height = require_u64(&q, "height")?;
     let tip = match parse_u64(&q, "tip")? {
@@ -398,18 +363,12 @@ async fn mmr_proof(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value
         None => s.chain.tip().borrow().height,
     };
     let (leaf, root, proof) = s.chain.mmr_proof(height, tip).await??;
-    Ok(Json(json!({
-        "height": height,
-        "tip": tip,
-        "leaf_count": proof.leaf_count,
-        "header": hex::encode(leaf.encode()),
-        "tip_header": hex::encode(root.encode()),
-        "mmr_root": hex::encode(root.mmr_root),
-        "proof": hex::encode(proof.encode()),
-    })))
+    let mut answer = api::MmrProofAnswer::new(&leaf, tip, &root, &proof);
+    answer.height = height;
+    Ok(Json(answer))
 }
 
-async fn flyclient(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value>> {
+async fn flyclient(State(s): State<ApiState>, q: Params) -> ApiResult<Json<api::FlyAnswer>> {
     let Query(q) = q?;
     let tip = match parse_u64(&q, "tip")? {
         Some(t) => t,
@@ -446,25 +405,28 @@ async fn flyclient(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value
             d.draws
         )));
     }
-    Ok(Json(json!({
-        "tip": tip,
-        "draws": d.draws,
-        "tip_id": hex::encode(d.tip.0.id()),
-        "total_work": d.tip.1.to_string(),
-        "mmr_root": hex::encode(d.tip.0.mmr_root),
-        "last": d.last.iter().map(|h| hex::encode(h.encode())).collect::<Vec<_>>(),
-        "sampled": d.sampled.iter().map(|(h, w, p)| json!({
-            "height": h.height,
-            "header": hex::encode(h.encode()),
-            "total_work": w.to_string(),
-            "proof": hex::encode(p.encode()),
-        })).collect::<Vec<_>>(),
-    })))
+    let sampled = d.sampled.iter().map(|(h, w, p)| api::FlySample::new(h, w, p));
+    let mut answer = api::FlyAnswer::new((&d.tip.0, &d.tip.1), d.draws, &d.last, sampled);
+    answer.tip = tip;
+    Ok(Json(answer))
 }
 
-async fn peers(State(s): State<ApiState>) -> Json<Value> {
-    let list = s.peers.borrow().clone();
-    Json(json!({ "peers": list }))
+async fn peers(State(s): State<ApiState>) -> Json<api::Peers> {
+    let peers = s
+        .peers
+        .borrow()
+        .iter()
+        .map(|p| api::Peer {
+            address: p.address.clone(),
+            agent: p.agent.clone(),
+            blocks_received: p.blocks_received,
+            http_port: p.http_port,
+            models: p.models.clone(),
+            outbound: p.outbound,
+            peer_id: p.peer_id.clone(),
+        })
+        .collect();
+    Json(api::Peers { peers })
 }
 
 async fn ws(
@@ -493,7 +455,8 @@ async fn push_tips(mut socket: WebSocket, mut rx: watch::Receiver<TipInfo>) {
     let mut send = true;
     loop {
         if send {
-            let text = tip_json(&rx.borrow_and_update()).to_string();
+            let tip = tip_message(&rx.borrow_and_update());
+            let text = serde_json::to_string(&tip).unwrap_or_default();
             if socket.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
@@ -516,35 +479,27 @@ fn parse_key(s: &str) -> ApiResult<[u8; 32]> {
     bytes.try_into().map_err(|b: Vec<u8>| ApiError::bad(format!("miner key must be 32 bytes, got {}", b.len())))
 }
 
-async fn get_work(State(s): State<ApiState>, q: Params) -> ApiResult<Json<Value>> {
+async fn get_work(State(s): State<ApiState>, q: Params) -> ApiResult<Json<api::Work>> {
     let Query(q) = q?;
     let key = parse_key(q.get("miner").ok_or_else(|| ApiError::bad("missing query parameter `miner`"))?)?;
     let (header, _body) = s.chain.template(key).await?;
     let target = header.bits.to_target().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let spec = s.chain.params().model;
-    Ok(Json(json!({
-        "height": header.height,
-        "prev_id": hex::encode(header.prev_id),
-        "header": hex::encode(header.encode()),
-        "template": hex::encode(header.template()),
-        "target": hex::encode(target.to_be_bytes::<32>()),
-        "share_target": hex::encode(s.shares.share_target(target).to_be_bytes::<32>()),
-        "model": { "vocab": spec.vocab, "seq_len": spec.seq_len, "d_model": spec.d_model,
-                   "n_heads": spec.n_heads, "n_layers": spec.n_layers, "d_ffn": spec.d_ffn },
-    })))
-}
-
-/// A solved template: the 192-byte header with nonce and output digest filled in.
-#[derive(Deserialize)]
-struct Solution {
-    header: String,
+    Ok(Json(api::Work {
+        header: hex::encode(header.encode()),
+        height: header.height,
+        model: s.chain.params().model.into(),
+        prev_id: hex::encode(header.prev_id),
+        share_target: hex::encode(s.shares.share_target(target).to_be_bytes::<32>()),
+        target: hex::encode(target.to_be_bytes::<32>()),
+        template: hex::encode(header.template()),
+    }))
 }
 
 async fn post_work(
     State(s): State<ApiState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    body: Result<Json<Solution>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+    body: Result<Json<api::ShareSubmission>, JsonRejection>,
+) -> ApiResult<Json<api::ShareAnswer>> {
     let result = submit_share(&s, addr.ip(), body).await;
     let m = crate::metrics::get();
     match &result {
@@ -558,8 +513,8 @@ async fn post_work(
 async fn submit_share(
     s: &ApiState,
     from: IpAddr,
-    body: Result<Json<Solution>, JsonRejection>,
-) -> ApiResult<Json<Value>> {
+    body: Result<Json<api::ShareSubmission>, JsonRejection>,
+) -> ApiResult<Json<api::ShareAnswer>> {
     let Json(sol) = body?;
     let bytes = hex::decode(&sol.header).map_err(|e| ApiError::bad(format!("header is not hex: {e}")))?;
     let header = Header::decode(&bytes).map_err(|e| ApiError::bad(format!("header: {e}")))?;
@@ -578,16 +533,19 @@ async fn submit_share(
         }
     }
     let (shares, blocks) = s.shares.credit(header.miner_key, accepted_block);
-    Ok(Json(json!({ "accepted": true, "block": accepted_block, "shares": shares, "blocks": blocks })))
+    Ok(Json(api::ShareAnswer { accepted: true, block: accepted_block, blocks, shares }))
 }
 
-async fn miners(State(s): State<ApiState>) -> Json<Value> {
-    let list = s.shares.miners();
-    let node = s.node_miner.as_ref().map(|n| {
-        json!({
-            "attempts": n.attempts.load(std::sync::atomic::Ordering::Relaxed),
-            "blocks": n.blocks.load(std::sync::atomic::Ordering::Relaxed),
-        })
+async fn miners(State(s): State<ApiState>) -> Json<api::Miners> {
+    let miners = s
+        .shares
+        .miners()
+        .into_iter()
+        .map(|m| api::MinerRow { blocks: m.blocks, last_share_ms: m.last_share_ms, miner: m.miner, shares: m.shares })
+        .collect();
+    let node = s.node_miner.as_ref().map(|n| api::NodeMinerStats {
+        attempts: n.attempts.load(std::sync::atomic::Ordering::Relaxed),
+        blocks: n.blocks.load(std::sync::atomic::Ordering::Relaxed),
     });
-    Json(json!({ "miners": list, "node": node }))
+    Json(api::Miners { miners, node })
 }

@@ -268,7 +268,7 @@ fn save_conversation(c: &Conversation) {
         .turns
         .iter()
         .filter(|t| !t.streaming && t.error.is_none())
-        .map(|t| ChatMessage { role: t.role.clone(), content: t.content.clone() })
+        .map(|t| ChatMessage::text(t.role.clone(), t.content.clone()))
         .collect();
     let _ = SessionStorage::set(CONVERSATION_KEY, &msgs);
 }
@@ -276,7 +276,10 @@ fn save_conversation(c: &Conversation) {
 fn load_conversation() -> Conversation {
     let msgs: Vec<ChatMessage> = SessionStorage::get(CONVERSATION_KEY).unwrap_or_default();
     Conversation {
-        turns: msgs.into_iter().map(|m| Turn { role: m.role, content: m.content, ..Turn::default() }).collect(),
+        turns: msgs
+            .iter()
+            .map(|m| Turn { role: m.role.clone(), content: m.content_text(), ..Turn::default() })
+            .collect(),
     }
 }
 
@@ -332,8 +335,7 @@ fn chat_view(props: &NodesProps) -> Html {
             // The settings: a number typed by the person wins; else the model's
             // recommended sampling (SmolLM2: 0.2 / 0.9), else the node's defaults.
             let typed = |r: &NodeRef| r.cast::<HtmlInputElement>().and_then(|i| i.value().trim().parse::<f64>().ok());
-            let temperature =
-                typed(&temperature_input).map(|t| t.clamp(0.0, 2.0) as f32).or(sampling.map(|s| s.temperature));
+            let temperature = typed(&temperature_input).map(|t| t.clamp(0.0, 2.0)).or(sampling.map(|s| s.temperature));
             let top_p = sampling.map(|s| s.top_p);
             let max_tokens = typed(&max_tokens_input).map_or(256, |m| m.clamp(1.0, 512.0) as u32);
             if prompt.is_empty() || convo.turns.iter().any(|t| t.streaming) {
@@ -344,16 +346,17 @@ fn chat_view(props: &NodesProps) -> Html {
                 .turns
                 .iter()
                 .filter(|t| t.error.is_none())
-                .map(|t| ChatMessage { role: t.role.clone(), content: t.content.clone() })
+                .map(|t| ChatMessage::text(t.role.clone(), t.content.clone()))
                 .collect();
-            messages.push(ChatMessage { role: "user".into(), content: prompt.clone() });
+            messages.push(ChatMessage::text("user", prompt.clone()));
             let body = serde_json::to_string(&ChatRequest {
-                model: &model,
-                messages: &messages,
-                stream: true,
-                max_tokens,
+                model: Some(model.clone()),
+                messages: Some(messages),
+                stream: Some(true),
+                max_tokens: Some(max_tokens),
                 temperature,
                 top_p,
+                ..ChatRequest::default()
             })
             .unwrap_or_default();
             let idx = convo.turns.len() + 1;

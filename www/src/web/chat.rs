@@ -62,7 +62,7 @@ pub async fn discover(nodes: &[String]) -> (Vec<ChatNode>, Vec<String>) {
         match get_json::<Info>(&format!("{n}/api/info")).await {
             Ok(info) => {
                 if info.models.is_empty() {
-                    let why = info.unavailable().unwrap_or_else(|| "no model".into());
+                    let why = info.unavailable().unwrap_or("no model").to_string();
                     notes.push(format!("{} serves no chat ({why})", host_label(n)));
                 }
                 let (demand, sampling) = (info.demand(), info.sampling());

@@ -6,6 +6,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::error::FetchError;
+
 /// A JS exception as text.
 pub fn js_err(v: JsValue) -> String {
     if let Some(e) = v.dyn_ref::<js_sys::Error>() {
@@ -26,22 +28,37 @@ pub fn global_get(name: &str) -> Option<JsValue> {
     Reflect::get(&js_sys::global(), &JsValue::from_str(name)).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
 
+/// Why `fetch` rejected: a timeout or an abort (DOMException `TimeoutError`,
+/// `AbortError`), else no connection (a `TypeError`: refused, DNS, CORS, offline).
+fn fetch_failure(v: JsValue) -> FetchError {
+    let name = Reflect::get(&v, &JsValue::from_str("name")).ok().and_then(|n| n.as_string()).unwrap_or_default();
+    match name.as_str() {
+        "TimeoutError" | "AbortError" => FetchError::Timeout(js_err(v)),
+        _ => FetchError::Unreachable(js_err(v)),
+    }
+}
+
 /// GET `url`; a body longer than `limit` is cut to `limit + 1` bytes so the caller
 /// sees it is too large without holding all of it.
-pub async fn http_get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
-    let fetch = global_fn("fetch")?;
-    let promise: Promise =
-        fetch.call1(&JsValue::NULL, &JsValue::from_str(url)).map_err(js_err)?.dyn_into().map_err(js_err)?;
-    let resp: web_sys::Response = JsFuture::from(promise).await.map_err(js_err)?.dyn_into().map_err(js_err)?;
+pub async fn http_get(url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
+    let fetch = global_fn("fetch").map_err(FetchError::Unreachable)?;
+    let promise: Promise = fetch
+        .call1(&JsValue::NULL, &JsValue::from_str(url))
+        .map_err(fetch_failure)?
+        .dyn_into()
+        .map_err(fetch_failure)?;
+    let resp: web_sys::Response =
+        JsFuture::from(promise).await.map_err(fetch_failure)?.dyn_into().map_err(|v| FetchError::Body(js_err(v)))?;
     if !resp.ok() {
-        return Err(format!("HTTP {} from {url}", resp.status()));
+        return Err(FetchError::Status { status: resp.status(), message: format!("from {url}") });
     }
     if let Ok(Some(len)) = resp.headers().get("content-length") {
         if len.parse::<usize>().is_ok_and(|n| n > limit) {
             return Ok(vec![0; limit + 1]);
         }
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?).await.map_err(js_err)?;
+    let body = |v: JsValue| FetchError::Body(js_err(v));
+    let buf = JsFuture::from(resp.array_buffer().map_err(body)?).await.map_err(body)?;
     let arr = Uint8Array::new(&buf);
     let len = arr.length() as usize;
     Ok(if len > limit { arr.subarray(0, limit as u32 + 1).to_vec() } else { arr.to_vec() })

@@ -15,6 +15,7 @@ use wasm_bindgen::JsCast;
 
 use super::js::{has_webgpu, http_get, js_err, monotonic_ms, random_bytes, sleep_ms};
 use crate::client::{Backend, Platform};
+use crate::error::{EngineError, FetchError};
 
 type Reply = oneshot::Sender<Result<[u8; 32], String>>;
 
@@ -57,16 +58,17 @@ impl PassWorker {
         Ok(PassWorker { worker, pending, next: Cell::new(0), _onmessage: onmessage })
     }
 
-    async fn digest(&self, input: &PowInput) -> Result<[u8; 32], String> {
+    async fn digest(&self, input: &PowInput) -> Result<[u8; 32], EngineError> {
+        let failed = |v: JsValue| EngineError::Failed(js_err(v));
         let id = self.next.get();
         self.next.set(id.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
         let msg = Object::new();
-        Reflect::set(&msg, &"id".into(), &JsValue::from(id)).map_err(js_err)?;
-        Reflect::set(&msg, &"input".into(), &Uint8Array::from(&crate::pass::encode(input)[..])).map_err(js_err)?;
-        self.worker.post_message(&msg).map_err(js_err)?;
-        rx.await.map_err(|_| "worker went away".to_string())?
+        Reflect::set(&msg, &"id".into(), &JsValue::from(id)).map_err(failed)?;
+        Reflect::set(&msg, &"input".into(), &Uint8Array::from(&crate::pass::encode(input)[..])).map_err(failed)?;
+        self.worker.post_message(&msg).map_err(failed)?;
+        rx.await.map_err(|_| EngineError::Failed("worker went away".into()))?.map_err(EngineError::Failed)
     }
 }
 
@@ -139,34 +141,40 @@ impl WebPlatform {
     }
 
     /// The pass on this thread (tpow-core in wasm), after yielding to the event loop.
-    pub async fn cpu_inline(&self, input: &PowInput) -> Result<[u8; 32], String> {
+    pub async fn cpu_inline(&self, input: &PowInput) -> Result<[u8; 32], EngineError> {
         sleep_ms(0).await;
-        self.cache.borrow_mut().output_digest(input).map_err(|e| e.to_string())
+        self.cache.borrow_mut().output_digest(input).map_err(|e| EngineError::Failed(e.to_string()))
     }
 
     /// The pass on a chosen engine (for benchmarks and the cross-backend check).
-    pub async fn pass_on(&self, backend: Backend, input: &PowInput) -> Result<[u8; 32], String> {
+    pub async fn pass_on(&self, backend: Backend, input: &PowInput) -> Result<[u8; 32], EngineError> {
         match backend {
             Backend::WebGpu => {
                 // Taken out while in use, so a concurrent call falls back instead of
                 // double-borrowing.
-                let mut v = self.gpu.borrow_mut().take().ok_or("WebGPU is not available")?;
-                let r = v.output_digest_async(input).await.map_err(|e| e.to_string());
+                let mut v = self.gpu.borrow_mut().take().ok_or_else(|| EngineError::Unavailable("WebGPU".into()))?;
+                let r = v.output_digest_async(input).await.map_err(|e| EngineError::Failed(e.to_string()));
                 *self.gpu.borrow_mut() = Some(v);
                 r
             }
-            Backend::CpuWorker => self.worker.as_ref().ok_or("no worker")?.digest(input).await,
+            Backend::CpuWorker => {
+                self.worker
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Unavailable("the pass worker".into()))?
+                    .digest(input)
+                    .await
+            }
             Backend::CpuWasm | Backend::CpuNative => self.cpu_inline(input).await,
         }
     }
 }
 
 impl Platform for WebPlatform {
-    async fn get(&self, node: &str, path: &str, limit: usize) -> Result<Vec<u8>, String> {
+    async fn get(&self, node: &str, path: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
         http_get(&format!("{}{path}", node.trim_end_matches('/')), limit).await
     }
 
-    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), String> {
+    async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), EngineError> {
         let taken = self.gpu.borrow_mut().take();
         if let Some(mut v) = taken {
             match v.output_digest_async(input).await {
@@ -194,7 +202,7 @@ impl Platform for WebPlatform {
         monotonic_ms()
     }
 
-    fn random_seed(&self) -> Result<[u8; 32], String> {
-        random_bytes()
+    fn random_seed(&self) -> Result<[u8; 32], EngineError> {
+        random_bytes().map_err(EngineError::Randomness)
     }
 }

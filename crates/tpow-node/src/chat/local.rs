@@ -9,7 +9,7 @@ use serde_json::Value;
 use tpow_chat::{Engine, Event, FinishReason, GenerateParams, Generation};
 
 use super::openai::{engine_error, ChatApiError, ChatRequest, Usage};
-use super::{models_json, BackendInfo, ChatBackend, Completion, Piece};
+use super::{models, BackendInfo, ChatBackend, Completion, Piece};
 
 /// Serves chat with a loaded [`Engine`].
 pub struct LocalBackend {
@@ -64,7 +64,8 @@ impl ChatBackend for LocalBackend {
     }
 
     async fn list_models(&self) -> Result<Value, ChatApiError> {
-        Ok(models_json(&[self.engine.model_id().to_string()]))
+        serde_json::to_value(models(&[self.engine.model_id().to_string()]))
+            .map_err(|e| ChatApiError::server(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 
     fn demand_counter(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
@@ -95,10 +96,7 @@ impl ChatBackend for LocalBackend {
                         FinishReason::Stop => "stop".into(),
                         FinishReason::Length => "length".into(),
                     },
-                    usage: Some(Usage {
-                        prompt_tokens: usage.prompt_tokens,
-                        completion_tokens: usage.completion_tokens,
-                    }),
+                    usage: Some(Usage::new(usage.prompt_tokens, usage.completion_tokens)),
                 }),
                 Some(Event::Error(e)) => Err(ChatApiError::server(StatusCode::INTERNAL_SERVER_ERROR, e)),
                 None => Err(ChatApiError::unavailable("the generation ended without a result")),

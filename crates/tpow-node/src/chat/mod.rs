@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tpow_api as api;
 
 use self::openai::{ChatApiError, ChatRequest, Usage};
 use self::signing::Signer;
@@ -107,7 +108,9 @@ pub struct BackendInfo {
 pub trait ChatBackend: Send + Sync {
     /// Kind, models and load.
     fn info(&self) -> BackendInfo;
-    /// The body of `GET /v1/models`.
+    /// The body of `GET /v1/models`: an [`api::Models`] for the node's own
+    /// engine; an upstream's own list is relayed as it came (fields included
+    /// that this node does not know).
     async fn list_models(&self) -> Result<Value, ChatApiError>;
     /// Starts a generation; `raw` is the request body as JSON (forwarded upstream).
     async fn start(&self, request: ChatRequest, raw: Value) -> Result<Completion, ChatApiError>;
@@ -151,51 +154,42 @@ impl ChatState {
     /// `chat` of `GET /api/info`. `sampling` is the served model's recommended
     /// settings (the web app's defaults); `engine` the local engine's batch and
     /// KV-cache use.
-    pub fn info_json(&self) -> Value {
+    pub fn info(&self) -> api::ChatInfo {
         let i = self.backend.info();
-        json!({
-            "backend": i.kind,
-            "models": i.models,
-            "demand": i.demand,
-            "sampling": i.sampling.map(sampling_json),
-            "engine": i.engine.map(|e| json!({
-                "active": e.active,
-                "queued": e.queued,
-                "max_batch": e.max_batch,
-                "kv_cache_budget_bytes": e.kv_budget_bytes,
-                "kv_cache_reserved_bytes": e.kv_reserved_bytes,
-                "kv_cache_allocated_bytes": e.kv_allocated_bytes,
-                "kv_cache_bytes_per_token": e.kv_bytes_per_token,
-                "cancelled_generations": e.cancelled,
-                "cancelled_tokens": e.cancelled_tokens,
-            })),
-            "unavailable": i.unavailable,
-        })
+        let n = |x: usize| x as u64;
+        api::ChatInfo {
+            backend: i.kind.to_string(),
+            demand: i.demand.map(n),
+            engine: i.engine.map(|e| api::EngineInfo {
+                active: n(e.active),
+                cancelled_generations: e.cancelled,
+                cancelled_tokens: e.cancelled_tokens,
+                kv_cache_allocated_bytes: n(e.kv_allocated_bytes),
+                kv_cache_budget_bytes: n(e.kv_budget_bytes),
+                kv_cache_bytes_per_token: n(e.kv_bytes_per_token),
+                kv_cache_reserved_bytes: n(e.kv_reserved_bytes),
+                max_batch: n(e.max_batch),
+                queued: n(e.queued),
+            }),
+            models: i.models,
+            sampling: i.sampling.map(sampling),
+            unavailable: i.unavailable,
+        }
     }
 }
 
-/// `{"temperature", "top_p"}` of recommended sampling settings.
-pub fn sampling_json(d: tpow_chat::SamplingDefaults) -> Value {
-    // f32 -> f64 through the decimal text, so 0.2 stays 0.2 in JSON.
-    let num = |x: f32| x.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null);
-    json!({ "temperature": num(d.temperature), "top_p": num(d.top_p) })
+/// Recommended sampling settings as the API writes them (0.2 stays 0.2).
+pub fn sampling(d: tpow_chat::SamplingDefaults) -> api::Sampling {
+    api::Sampling::from_f32(d.temperature, d.top_p)
 }
 
-/// `/v1/models` body for a list of ids. A model with known recommended sampling
+/// `/v1/models` for a list of ids. A model with known recommended sampling
 /// settings carries them as `recommended_sampling` (an extension; OpenAI clients
 /// ignore unknown fields).
-pub fn models_json(ids: &[String]) -> Value {
-    let data: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            let mut m = json!({ "id": id, "object": "model", "created": 0, "owned_by": "tpow" });
-            if let Some(d) = tpow_chat::recommended_sampling(id) {
-                m["recommended_sampling"] = sampling_json(d);
-            }
-            m
-        })
-        .collect();
-    json!({ "object": "list", "data": data })
+pub fn models(ids: &[String]) -> api::Models {
+    api::Models::list(
+        ids.iter().map(|id| api::ModelEntry::own(id, tpow_chat::recommended_sampling(id).map(sampling))).collect(),
+    )
 }
 
 /// Where the engine's reports go: the batch size of every step, the KV cache's

@@ -1,5 +1,7 @@
 //! The OpenAI chat-completions wire format: request parsing and validation,
-//! response and chunk objects, and OpenAI-style errors.
+//! response and chunk objects, and OpenAI-style errors. The shapes are
+//! tpow-api's ([`api::ChatRequest`], [`api::ChatCompletion`], [`api::ChatChunk`],
+//! [`api::OpenAiError`]); the rules are here.
 //!
 //! Pure functions: no I/O, so every rule here is unit-tested. Unknown request
 //! fields are ignored (OpenAI clients send many optional ones); fields we read
@@ -8,9 +10,12 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tpow_api as api;
+use tpow_api::{MessageContent, Stop};
 use tpow_chat::{Message, Role};
+
+pub use tpow_api::Usage;
 
 /// Largest request body (a larger one is a 413).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -115,12 +120,20 @@ impl ChatApiError {
         e
     }
 
-    /// The `{"error": {...}}` body.
+    /// The `{"error": {...}}` body ([`api::OpenAiError`], or the upstream's own).
     pub fn body_json(&self) -> Value {
         if let Some(v) = &self.relayed {
             return (**v).clone();
         }
-        json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+        let body = api::OpenAiError {
+            error: api::OpenAiErrorBody {
+                code: self.code.clone(),
+                message: self.message.clone(),
+                param: self.param.clone(),
+                kind: self.kind.to_string(),
+            },
+        };
+        serde_json::to_value(body).unwrap_or(Value::Null)
     }
 }
 
@@ -174,54 +187,6 @@ pub struct ChatRequest {
     pub include_usage: bool,
 }
 
-#[derive(Deserialize)]
-struct RawRequest {
-    model: Option<String>,
-    messages: Option<Vec<RawMessage>>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    seed: Option<i64>,
-    stop: Option<Stop>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-    n: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct RawMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<Content>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Deserialize)]
-struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
-}
-
 fn role_of(name: &str) -> Option<Role> {
     match name {
         "system" | "developer" => Some(Role::System),
@@ -239,7 +204,7 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Value), ChatApiError> 
     if !value.is_object() {
         return Err(ChatApiError::invalid("the body must be a JSON object", None, Some("invalid_json")));
     }
-    let raw: RawRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+    let raw: api::ChatRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
         ChatApiError::invalid(format!("{path}: {}", e.inner()), Some(&path), None)
     })?;
@@ -269,8 +234,8 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Value), ChatApiError> 
         })?;
         let content = match m.content {
             None => String::new(),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
+            Some(MessageContent::Text(t)) => t,
+            Some(MessageContent::Parts(parts)) => {
                 let mut text = String::new();
                 for p in parts {
                     match (p.kind.as_str(), p.text) {
@@ -347,83 +312,34 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Value), ChatApiError> 
     Ok((request, value))
 }
 
-/// Token counts as OpenAI reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-}
-
-impl Usage {
-    pub fn json(&self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        })
-    }
-}
-
 /// The `chat.completion` object of a non-streaming answer.
-pub fn completion_json(
+pub fn completion(
     id: &str,
     created: u64,
     model: &str,
     content: &str,
     finish_reason: &str,
     usage: Option<Usage>,
-) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": content },
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }],
-        "usage": usage.map(|u| u.json()),
-    })
+) -> api::ChatCompletion {
+    api::ChatCompletion::answer(id, created, model, content, finish_reason, usage)
 }
 
 /// One `chat.completion.chunk` with a single choice. `usage` is added as null
 /// when the client asked for usage (as OpenAI does on every chunk but the last).
-pub fn chunk_json(
+pub fn chunk(
     id: &str,
     created: u64,
     model: &str,
-    delta: Value,
+    delta: api::Delta,
     finish_reason: Option<&str>,
     with_usage_null: bool,
-) -> Value {
-    let mut v = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
-    });
-    if with_usage_null {
-        v["usage"] = Value::Null;
-    }
-    v
+) -> api::ChatChunk {
+    api::ChatChunk::delta(id, created, model, delta, finish_reason, with_usage_null)
 }
 
 /// The extra last chunk of `stream_options.include_usage`: no choices, the usage.
-pub fn usage_chunk_json(id: &str, created: u64, model: &str, usage: Option<Usage>) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [],
-        "usage": usage.map(|u| u.json()),
-    })
+pub fn usage_chunk(id: &str, created: u64, model: &str, usage: Option<Usage>) -> api::ChatChunk {
+    api::ChatChunk::usage(id, created, model, usage)
 }
 
 #[cfg(test)]
@@ -571,19 +487,23 @@ mod tests {
 
     #[test]
     fn objects_have_openai_shape() {
-        let u = Usage { prompt_tokens: 5, completion_tokens: 2 };
-        let c = completion_json("id1", 9, "m", "Hi", "stop", Some(u));
+        fn json<T: serde::Serialize>(v: &T) -> Value {
+            serde_json::to_value(v).unwrap_or_default()
+        }
+        let u = Usage::new(5, 2);
+        let c = json(&completion("id1", 9, "m", "Hi", "stop", Some(u)));
         assert_eq!(c["object"], "chat.completion");
         assert_eq!(c["choices"][0]["message"]["content"], "Hi");
         assert_eq!(c["usage"]["total_tokens"], 7);
-        let k = chunk_json("id1", 9, "m", json!({"content": "H"}), None, true);
+        let text = api::Delta { content: Some("H".into()), role: None };
+        let k = json(&chunk("id1", 9, "m", text, None, true));
         assert_eq!(k["object"], "chat.completion.chunk");
         assert!(k["choices"][0]["finish_reason"].is_null());
         assert!(k.as_object().is_some_and(|o| o.contains_key("usage")));
-        let k = chunk_json("id1", 9, "m", json!({}), Some("length"), false);
+        let k = json(&chunk("id1", 9, "m", api::Delta::default(), Some("length"), false));
         assert_eq!(k["choices"][0]["finish_reason"], "length");
         assert!(!k.as_object().is_some_and(|o| o.contains_key("usage")));
-        let k = usage_chunk_json("id1", 9, "m", Some(u));
+        let k = json(&usage_chunk("id1", 9, "m", Some(u)));
         assert_eq!(k["choices"].as_array().map(Vec::len), Some(0));
         assert_eq!(k["usage"]["completion_tokens"], 2);
     }

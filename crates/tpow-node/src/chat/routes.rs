@@ -19,11 +19,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde::Serialize;
+use tpow_api as api;
 
 use super::openai::{
-    chunk_json, completion_json, is_json_content_type, parse_request, usage_chunk_json, ChatApiError, Usage,
-    MAX_BODY_BYTES,
+    chunk, completion, is_json_content_type, parse_request, usage_chunk, ChatApiError, Usage, MAX_BODY_BYTES,
 };
 use super::signing::{Receipt, Signer};
 use super::{ChatState, Piece};
@@ -164,18 +164,14 @@ async fn whole_answer(a: Answer, mut pieces: BoxStream<'static, Result<Piece, Ch
         }
     };
     let receipt = a.signer.sign(&a.body, &content);
-    let mut v = completion_json(&a.id, a.created, &a.model, &content, &reason, usage);
-    v["tpow"] = receipt_json(&receipt);
-    let mut res = Json(v).into_response();
+    let mut answer = completion(&a.id, a.created, &a.model, &content, &reason, usage);
+    answer.tpow = Some(receipt.clone());
+    let mut res = Json(answer).into_response();
     set_header(&mut res, H_NODE_KEY, &receipt.node_key);
     set_header(&mut res, H_SIGNATURE, &receipt.signature);
     set_header(&mut res, H_REQUEST_HASH, &receipt.request_hash);
     set_header(&mut res, H_RESPONSE_HASH, &receipt.response_hash);
     res
-}
-
-fn receipt_json(r: &Receipt) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
 /// State of a streamed answer.
@@ -189,51 +185,51 @@ struct Streaming {
 }
 
 impl Streaming {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        chunk_json(&self.a.id, self.a.created, &self.a.model, delta, finish, self.include_usage)
+    fn chunk(&self, delta: api::Delta, finish: Option<&str>) -> api::ChatChunk {
+        chunk(&self.a.id, self.a.created, &self.a.model, delta, finish, self.include_usage)
     }
 
     /// The closing chunks: the finish reason, then usage if asked; the last one
     /// carries the receipt (headers went out before the content existed).
-    fn closing(&self, reason: &str, usage: Option<Usage>) -> Vec<Value> {
-        let receipt = receipt_json(&self.a.signer.sign(&self.a.body, &self.content));
-        let mut out = vec![self.chunk(json!({}), Some(reason))];
+    fn closing(&self, reason: &str, usage: Option<Usage>) -> Vec<api::ChatChunk> {
+        let receipt: Receipt = self.a.signer.sign(&self.a.body, &self.content);
+        let mut out = vec![self.chunk(api::Delta::default(), Some(reason))];
         if self.include_usage {
-            out.push(usage_chunk_json(&self.a.id, self.a.created, &self.a.model, usage));
+            out.push(usage_chunk(&self.a.id, self.a.created, &self.a.model, usage));
         }
         if let Some(last) = out.last_mut() {
-            last["tpow"] = receipt;
+            last.tpow = Some(receipt);
         }
         out
     }
 
     /// The next events to send; None once `[DONE]` went out.
     async fn step(&mut self) -> Option<Vec<Event>> {
-        let data = |v: Value| Event::default().data(v.to_string());
         let done = || Event::default().data("[DONE]");
         if !self.started {
             self.started = true;
-            return Some(vec![data(self.chunk(json!({ "role": "assistant", "content": "" }), None))]);
+            let first = api::Delta { content: Some(String::new()), role: Some("assistant".into()) };
+            return Some(vec![data(&self.chunk(first, None))]);
         }
         if self.finished {
             return None;
         }
         let events = match self.pieces.next().await {
             Some(Ok(Piece::Text(t))) => {
-                let chunk = self.chunk(json!({ "content": t }), None);
                 self.content.push_str(&t);
-                return Some(vec![data(chunk)]);
+                let text = api::Delta { content: Some(t), role: None };
+                return Some(vec![data(&self.chunk(text, None))]);
             }
             Some(Ok(Piece::Finish { reason, usage })) => {
-                let mut events: Vec<Event> = self.closing(&reason, usage).into_iter().map(data).collect();
+                let mut events: Vec<Event> = self.closing(&reason, usage).iter().map(data).collect();
                 events.push(done());
                 events
             }
             // An error after the 200: OpenAI's in-stream error object.
-            Some(Err(e)) => vec![data(e.body_json()), done()],
+            Some(Err(e)) => vec![data(&e.body_json()), done()],
             None => vec![
                 data(
-                    ChatApiError::server(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result")
+                    &ChatApiError::server(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result")
                         .body_json(),
                 ),
                 done(),
@@ -242,6 +238,11 @@ impl Streaming {
         self.finished = true;
         Some(events)
     }
+}
+
+/// One SSE `data:` event of a JSON object.
+fn data(v: &impl Serialize) -> Event {
+    Event::default().data(serde_json::to_string(v).unwrap_or_default())
 }
 
 fn stream_answer(a: Answer, pieces: BoxStream<'static, Result<Piece, ChatApiError>>, include_usage: bool) -> Response {

@@ -14,25 +14,13 @@
 //! peer that announces its models on the network.
 
 use libp2p::identity::ed25519;
-use serde::Serialize;
 
 /// BLAKE3 key-derivation context of the signed message.
 pub const RECEIPT_CONTEXT: &str = "tpow 2026-11 chat receipt";
 
-/// A signed receipt, as carried in the `tpow` field of responses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Receipt {
-    /// Ed25519 public key of the node, 32 bytes hex.
-    pub node_key: String,
-    /// The node's libp2p peer id (derived from `node_key`).
-    pub peer_id: String,
-    /// BLAKE3 of the raw request body, hex.
-    pub request_hash: String,
-    /// BLAKE3 of the generated content, hex.
-    pub response_hash: String,
-    /// Ed25519 signature of the receipt message, 64 bytes hex.
-    pub signature: String,
-}
+/// A signed receipt, as carried in the `tpow` field of responses (its wire
+/// form lives with the other API types).
+pub use tpow_api::Receipt;
 
 /// The 32 bytes that get signed.
 pub fn receipt_message(request_hash: &[u8; 32], response_hash: &[u8; 32]) -> [u8; 32] {

@@ -66,10 +66,10 @@ async fn relay_error(res: reqwest::Response) -> ChatApiError {
 
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage")?;
-    Some(Usage {
-        prompt_tokens: u.get("prompt_tokens")?.as_u64()?.try_into().ok()?,
-        completion_tokens: u.get("completion_tokens")?.as_u64()?.try_into().ok()?,
-    })
+    Some(Usage::new(
+        u.get("prompt_tokens")?.as_u64()?.try_into().ok()?,
+        u.get("completion_tokens")?.as_u64()?.try_into().ok()?,
+    ))
 }
 
 impl UpstreamBackend {
@@ -343,13 +343,7 @@ mod tests {
         let pieces: Vec<Piece> = r.queue.drain(..).map(|p| p.expect("ok")).collect();
         assert_eq!(
             pieces,
-            vec![
-                Piece::Text("Hi".into()),
-                Piece::Finish {
-                    reason: "length".into(),
-                    usage: Some(Usage { prompt_tokens: 3, completion_tokens: 1 })
-                }
-            ]
+            vec![Piece::Text("Hi".into()), Piece::Finish { reason: "length".into(), usage: Some(Usage::new(3, 1)) }]
         );
         assert!(r.done);
         let mut r2 = Relay { done: false, ..r };
