@@ -450,6 +450,11 @@ impl Cluster {
             .collect()
     }
 
+    /// When node `i` was spawned, each time (µs since the epoch).
+    pub fn spawns_us(&self, i: usize) -> Vec<u64> {
+        self.slots[i].runs.iter().map(|r| r.1).collect()
+    }
+
     /// When node `i` was last spawned (µs since the epoch).
     pub fn spawned_us(&self, i: usize) -> u64 {
         self.slots[i].runs.last().map(|r| r.1).unwrap_or(0)
@@ -487,6 +492,35 @@ impl Cluster {
         }
         assert!(v.is_empty(), "tips went backwards:\n{}\n{}", v.join("\n"), diagnose(self));
     }
+}
+
+/// The first moment at or after `from_us` when every node's committed tip
+/// (its last `new tip` line, or what it loaded at start) was one block, from
+/// the logs (µs resolution); a node counts as unknown from a spawn until its
+/// `loaded height` line.
+pub fn log_reconvergence(c: &Cluster, from_us: u64) -> Option<u64> {
+    let mut timelines: Vec<Vec<(u64, String)>> = Vec::new();
+    for i in 0..c.size() {
+        let spawns = c.spawns_us(i);
+        let mut ev: Vec<(u64, String)> = spawns.iter().map(|s| (*s, String::new())).collect();
+        for (k, text) in c.runs(i).iter().enumerate() {
+            let log = parse_log(text);
+            if let Some(l) = log.loaded {
+                ev.push((l.at_us.max(spawns[k] + 1), l.id));
+            }
+            ev.extend(log.tips.iter().map(|t| (t.at_us, t.id.clone())));
+        }
+        ev.sort_by_key(|e| e.0);
+        timelines.push(ev);
+    }
+    let mut times: Vec<u64> = timelines.iter().flatten().map(|e| e.0).filter(|t| *t >= from_us).collect();
+    times.sort();
+    times.dedup();
+    times.into_iter().find(|&t| {
+        let states: Vec<Option<&String>> =
+            timelines.iter().map(|ev| ev.iter().rev().find(|e| e.0 <= t).map(|e| &e.1)).collect();
+        states.iter().all(|s| s.is_some_and(|s| !s.is_empty() && Some(s) == states[0].as_ref().copied()))
+    })
 }
 
 /// Each node's state, for a failure message: tip, peers (by name), missing
