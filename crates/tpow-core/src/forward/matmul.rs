@@ -536,9 +536,67 @@ mod x86 {
     /// The AVX2 layout of the module docs ([`pack_pairs16`](super::pack_pairs16) of
     /// the weights as bytes). Callers check [`shape_ok`].
     pub(super) fn pack_avx2(w: &Matrix) -> Vec<u8> {
-        let mut p = vec![0i8; w.rows * w.cols];
-        super::pack_pairs16(&w.data, w.cols, w.rows, w.cols, &mut p);
-        p.into_iter().map(|v| v as u8).collect()
+        let (rows, cols) = (w.rows, w.cols);
+        let mut p = vec![0u8; rows * cols];
+        if !cols.is_multiple_of(16) {
+            let mut q = vec![0i8; rows * cols];
+            super::pack_pairs16(&w.data, cols, rows, cols, &mut q);
+            return q.into_iter().map(|v| v as u8).collect();
+        }
+        // 16 rows x 16 columns at a time: an 8 x 8 transpose of u16 pairs for each
+        // half of the rows (SSE2, part of x86_64), 8 groups of 32 bytes out.
+        let src = w.data.as_ptr();
+        for nb in 0..rows / 16 {
+            for kc in 0..cols / 16 {
+                let out = &mut p[nb * 16 * cols + kc * 8 * 32..][..8 * 32];
+                for half in 0..2 {
+                    // SAFETY: rows nb·16 + half·8 .. + 8 < rows and columns kc·16 .. + 16
+                    // <= cols exist in `data` (rows · cols bytes); SSE2 is part of the
+                    // x86_64 baseline; each store is to 16 bytes of `out`.
+                    unsafe {
+                        let r: [__m128i; 8] = core::array::from_fn(|i| {
+                            _mm_loadu_si128(src.add((nb * 16 + half * 8 + i) * cols + kc * 16).cast())
+                        });
+                        let a = [
+                            _mm_unpacklo_epi16(r[0], r[1]),
+                            _mm_unpackhi_epi16(r[0], r[1]),
+                            _mm_unpacklo_epi16(r[2], r[3]),
+                            _mm_unpackhi_epi16(r[2], r[3]),
+                            _mm_unpacklo_epi16(r[4], r[5]),
+                            _mm_unpackhi_epi16(r[4], r[5]),
+                            _mm_unpacklo_epi16(r[6], r[7]),
+                            _mm_unpackhi_epi16(r[6], r[7]),
+                        ];
+                        let b = [
+                            _mm_unpacklo_epi32(a[0], a[2]),
+                            _mm_unpackhi_epi32(a[0], a[2]),
+                            _mm_unpacklo_epi32(a[1], a[3]),
+                            _mm_unpackhi_epi32(a[1], a[3]),
+                            _mm_unpacklo_epi32(a[4], a[6]),
+                            _mm_unpackhi_epi32(a[4], a[6]),
+                            _mm_unpacklo_epi32(a[5], a[7]),
+                            _mm_unpackhi_epi32(a[5], a[7]),
+                        ];
+                        // Pair g of the 8 rows: group g's 16 bytes for this half.
+                        let t = [
+                            _mm_unpacklo_epi64(b[0], b[4]),
+                            _mm_unpackhi_epi64(b[0], b[4]),
+                            _mm_unpacklo_epi64(b[1], b[5]),
+                            _mm_unpackhi_epi64(b[1], b[5]),
+                            _mm_unpacklo_epi64(b[2], b[6]),
+                            _mm_unpackhi_epi64(b[2], b[6]),
+                            _mm_unpacklo_epi64(b[3], b[7]),
+                            _mm_unpackhi_epi64(b[3], b[7]),
+                        ];
+                        for (g, v) in t.iter().enumerate() {
+                            let dst = &mut out[g * 32 + half * 16..][..16];
+                            _mm_storeu_si128(dst.as_mut_ptr().cast(), *v);
+                        }
+                    }
+                }
+            }
+        }
+        p
     }
 
     /// The VNNI layout of the module docs (signed bytes, then the corrections).
@@ -548,6 +606,11 @@ mod x86 {
         let mut p = vec![0u8; rows * (cols + 4)];
         let (weights, corr) = p.split_at_mut(rows * cols);
         for (j, (wr, c)) in w.data.chunks_exact(cols).zip(corr.chunks_exact_mut(4)).enumerate() {
+            let sum: i32 = wr.iter().map(|&v| v as i32).sum();
+            c.copy_from_slice(&sum.wrapping_mul(128).to_le_bytes());
+            if cols.is_multiple_of(16) {
+                continue;
+            }
             // Output j's 4-weight groups go 64 bytes apart in its block.
             let block = &mut weights[(j / 16) * 16 * cols + (j % 16) * 4..];
             for (group, out) in wr.chunks_exact(4).zip(block.chunks_mut(64)) {
@@ -555,8 +618,43 @@ mod x86 {
                     *o = v as u8;
                 }
             }
-            let sum: i32 = wr.iter().map(|&v| v as i32).sum();
-            c.copy_from_slice(&sum.wrapping_mul(128).to_le_bytes());
+        }
+        if !cols.is_multiple_of(16) {
+            return p;
+        }
+        // 16 rows x 16 columns at a time: a 4 x 4 transpose of u32 groups for each
+        // quarter of the rows (SSE2), 4 groups of 64 bytes out.
+        let src = w.data.as_ptr();
+        for nb in 0..rows / 16 {
+            for kc in 0..cols / 16 {
+                let out = &mut weights[nb * 16 * cols + kc * 4 * 64..][..4 * 64];
+                for quarter in 0..4 {
+                    // SAFETY: rows nb·16 + quarter·4 .. + 4 < rows and columns kc·16 ..
+                    // + 16 <= cols exist in `data`; SSE2 is part of the x86_64
+                    // baseline; each store is to 16 bytes of `out`.
+                    unsafe {
+                        let r: [__m128i; 4] = core::array::from_fn(|i| {
+                            _mm_loadu_si128(src.add((nb * 16 + quarter * 4 + i) * cols + kc * 16).cast())
+                        });
+                        let a = [
+                            _mm_unpacklo_epi32(r[0], r[1]),
+                            _mm_unpackhi_epi32(r[0], r[1]),
+                            _mm_unpacklo_epi32(r[2], r[3]),
+                            _mm_unpackhi_epi32(r[2], r[3]),
+                        ];
+                        let t = [
+                            _mm_unpacklo_epi64(a[0], a[2]),
+                            _mm_unpackhi_epi64(a[0], a[2]),
+                            _mm_unpacklo_epi64(a[1], a[3]),
+                            _mm_unpackhi_epi64(a[1], a[3]),
+                        ];
+                        for (g, v) in t.iter().enumerate() {
+                            let dst = &mut out[g * 64 + quarter * 16..][..16];
+                            _mm_storeu_si128(dst.as_mut_ptr().cast(), *v);
+                        }
+                    }
+                }
+            }
         }
         p
     }
@@ -1053,6 +1151,29 @@ mod tests {
             assert!(!b.runs_simd(&w, &p));
             b.matmul_packed(&x, 2, &w, &p, &mut got);
             assert_eq!(got, want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn x86_layouts_follow_the_module_docs() {
+        let mut rng = Rng(99);
+        // Column counts with and without the 16-column fast paths.
+        for (rows, cols) in [(16usize, 4usize), (32, 20), (16, 16), (48, 64), (32, 1040)] {
+            let w = matrix(rows, cols, (0..rows * cols).map(|_| rng.i8()).collect());
+            let a = Backend::Avx2.pack(&w);
+            let v = Backend::Avx512Vnni.pack(&w);
+            assert_eq!((a.layout, v.layout), (Layout::Avx2, Layout::Vnni));
+            assert_eq!((a.bytes.len(), v.bytes.len()), (rows * cols, rows * (cols + 4)));
+            for j in 0..rows {
+                let (nb, jj) = (j / 16, j % 16);
+                for k in 0..cols {
+                    let x = w.data[j * cols + k] as u8;
+                    assert_eq!(a.bytes[nb * 16 * cols + (k / 2) * 32 + jj * 2 + k % 2], x, "avx2 {rows}x{cols}");
+                    assert_eq!(v.bytes[(nb * (cols / 4) + k / 4) * 64 + jj * 4 + k % 4], x, "vnni {rows}x{cols}");
+                }
+                let sum: i32 = w.row(j).iter().map(|&x| x as i32).sum();
+                assert_eq!(v.bytes[rows * cols + 4 * j..][..4], (sum * 128).to_le_bytes());
+            }
         }
     }
 
