@@ -19,7 +19,7 @@ use tpow_core::puzzle::pow_hash;
 use tpow_core::target::hash_meets_target;
 use tpow_core::{ChainParams, Header, HeaderChain};
 
-use crate::p2p::{agent_version, build_swarm, BehaviourEvent};
+use crate::p2p::{build_swarm, BehaviourEvent};
 use crate::wire::{self, GetBlocks};
 
 /// What the attacker sends.
@@ -86,7 +86,7 @@ async fn one_round(peer: &Multiaddr, params: &ChainParams, kind: AttackKind, dur
     let keypair = identity::Keypair::generate_ed25519();
     let mut chain = HeaderChain::new(params.clone())?;
     let genesis_id = chain.tip().id;
-    let (mut swarm, topic) = build_swarm(&keypair, params.name(), &genesis_id, agent_version(&[], None))?;
+    let (mut swarm, topic) = build_swarm(&keypair, params.name(), &genesis_id)?;
     swarm.dial(peer.clone()).with_context(|| format!("dialling {peer}"))?;
     let deadline = tokio::time::Instant::now() + duration;
     let mut tick = tokio::time::interval(Duration::from_millis(300));

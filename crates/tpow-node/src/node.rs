@@ -206,7 +206,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         chain_name: params.name().to_string(),
         genesis_id,
         data_dir: args.data_dir.clone(),
-        agent: crate::p2p::agent_version(&models, http_port),
+        meta: crate::p2p::NodeMeta::new(&models, http_port),
     };
     let mut p2p_task = tokio::spawn(crate::p2p::run(p2p_cfg, chain.clone(), publish_rx, peers_tx));
 

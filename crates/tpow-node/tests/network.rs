@@ -67,6 +67,37 @@ fn late_node_syncs_whole_chain() {
     assert_eq!(b.id_at(1), a.id_at(1));
 }
 
+/// `--assume-valid`: a late node given the id of a block of the serving node's
+/// chain takes the headers up to it without forward passes (every cheap check
+/// still runs) and verifies the ones above it; it ends on the same chain. A node
+/// without the option runs a pass for every header.
+#[test]
+fn late_node_with_assume_valid_skips_passes_up_to_the_block() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a =
+        Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
+    a.wait_for("height 12", Duration::from_secs(120), |n| n.tip().0 >= 12);
+    let assumed = a.id_at(10).expect("id at 10");
+    let b = Node::start(
+        &tmp.path().join("b"),
+        &Opts {
+            genesis_time_ms: Some(genesis),
+            peers: vec![a.p2p.clone()],
+            extra: vec!["--assume-valid".into(), assumed.clone()],
+            ..Default::default()
+        },
+    );
+    let target = a.tip().0;
+    b.wait_for("sync", Duration::from_secs(60), |n| n.tip().0 >= target);
+    assert_eq!(b.id_at(10).as_deref(), Some(assumed.as_str()));
+    assert_eq!(b.id_at(target), a.id_at(target));
+    // Heights 1..=10 were assumed; what came after got passes.
+    assert_eq!(b.metric("tpow_verification_assumed_headers_total"), 10.0);
+    assert!(b.metric("tpow_verification_forward_passes_total") >= (target - 10) as f64);
+}
+
 /// SIGKILL a mining node: it restarts from its database with its chain intact.
 #[test]
 fn kill9_restart_keeps_chain() {

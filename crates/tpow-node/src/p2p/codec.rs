@@ -11,8 +11,23 @@ use crate::wire;
 
 /// Length-prefixed frames (u32 big-endian) with a hard size cap per direction,
 /// checked before the buffer is allocated.
-#[derive(Clone, Default)]
-pub(crate) struct FrameCodec;
+#[derive(Clone, Copy)]
+pub(crate) struct FrameCodec {
+    max_request: usize,
+    max_response: usize,
+}
+
+impl FrameCodec {
+    /// The sync protocol's caps.
+    pub(crate) fn sync() -> Self {
+        FrameCodec { max_request: wire::MAX_REQUEST_BYTES, max_response: wire::MAX_RESPONSE_BYTES }
+    }
+
+    /// The discovery metadata protocol's caps: an empty request, a small answer.
+    pub(crate) fn meta() -> Self {
+        FrameCodec { max_request: 0, max_response: super::discovery::MAX_META_BYTES }
+    }
+}
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -44,14 +59,14 @@ impl request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_frame(io, wire::MAX_REQUEST_BYTES).await
+        read_frame(io, self.max_request).await
     }
     async fn read_response<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_frame(io, wire::MAX_RESPONSE_BYTES).await
+        read_frame(io, self.max_response).await
     }
     async fn write_request<T: AsyncWrite + Unpin + Send>(
         &mut self,

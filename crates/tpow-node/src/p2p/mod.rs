@@ -1,5 +1,6 @@
 //! The peer-to-peer layer (rust-libp2p): TCP + noise + yamux; gossipsub carries
-//! new blocks, a request-response protocol serves sync, identify names peers.
+//! new blocks, a request-response protocol serves sync, another one exchanges
+//! discovery metadata (models, HTTP port; `discovery`), identify names peers.
 //!
 //! Sync is pull-based: on connecting, on every tick and whenever a gossiped
 //! block has an unknown parent, ask the peer for the blocks after our locator
@@ -50,7 +51,7 @@ mod codec;
 mod discovery;
 
 pub(crate) use codec::FrameCodec;
-pub use discovery::{agent_version, parse_agent};
+pub use discovery::{agent_version, MetaError, NodeMeta};
 
 /// How long a misbehaving peer stays banned.
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
@@ -63,9 +64,11 @@ pub const MAX_INBOUND: usize = 128;
 /// Peers banned from one IP address within [`BAN_DURATION`] before the address
 /// itself is banned (new keys from it are then refused at connection time).
 pub const IP_STRIKES: u32 = 3;
-/// Sync requests one IP address may make per second (burst 20); beyond, the
-/// answer is empty.
-pub const SYNC_REQUESTS_PER_IP: Rate = Rate { per_sec: 5.0, burst: 20.0 };
+/// Sync requests one IP address may make per second (burst 40); beyond, the
+/// answer is empty. 20 answers of 500 blocks is 10,000 blocks/s (about 3 MB/s)
+/// per address: what a pipelined initial sync can use, and a syncing node
+/// fetching from several peers gets this from each.
+pub const SYNC_REQUESTS_PER_IP: Rate = Rate { per_sec: 20.0, burst: 40.0 };
 /// Gossip messages one peer may hand to the chain service per second (burst
 /// 40): a devnet produces one block per 2 s, so honest peers stay far below.
 pub const GOSSIP_PER_PEER: Rate = Rate { per_sec: 10.0, burst: 40.0 };
@@ -75,6 +78,8 @@ pub const GOSSIP_IN_FLIGHT_PER_PEER: usize = 8;
 /// Sync answers submitted and not yet applied, in all: the pipeline's depth
 /// (the lane caps one source at fewer, see `service::LaneLimits`).
 pub const SYNC_PIPELINE: usize = 48;
+/// Metadata requests answered per peer connection.
+const MAX_META_ANSWERS: u8 = 4;
 /// How often idle peers are polled for new blocks and bootstrap peers redialled.
 const TICK: Duration = Duration::from_secs(3);
 
@@ -89,9 +94,9 @@ pub struct PeerInfo {
     pub outbound: bool,
     /// Agent version from identify.
     pub agent: Option<String>,
-    /// Chat models it serves (from its agent version).
+    /// Chat models it serves (from its discovery metadata).
     pub models: Vec<String>,
-    /// Port of its HTTP API (from its agent version); its host is the one in `address`.
+    /// Port of its HTTP API (from its discovery metadata); its host is the one in `address`.
     pub http_port: Option<u16>,
     /// Blocks received from it that we stored.
     pub blocks_received: u64,
@@ -112,8 +117,8 @@ pub struct P2pConfig {
     pub genesis_id: BlockId,
     /// Where to write the actual listen address (`p2p-addr`), for scripts and tests.
     pub data_dir: PathBuf,
-    /// Identify agent version ([`agent_version`]).
-    pub agent: String,
+    /// What we tell peers about ourselves (models, HTTP port).
+    pub meta: NodeMeta,
 }
 
 #[derive(NetworkBehaviour)]
@@ -122,6 +127,7 @@ pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<FrameCodec>,
+    pub(crate) meta: request_response::Behaviour<FrameCodec>,
     identify: identify::Behaviour,
 }
 
@@ -156,6 +162,10 @@ struct PeerState {
     blocks_received: u64,
     sync_in_flight: bool,
     gossip: Option<PeerBudget>,
+    /// From its metadata answer.
+    meta: NodeMeta,
+    /// Metadata requests it made on this connection (a few are answered).
+    meta_served: u8,
 }
 
 impl PeerState {
@@ -183,6 +193,8 @@ struct Net {
     data_dir: PathBuf,
     progress: Progress,
     pipeline: Pipeline,
+    /// Our encoded [`NodeMeta`], the answer to every metadata request.
+    meta: Vec<u8>,
 }
 
 /// Rate-limited sync progress line.
@@ -196,12 +208,13 @@ pub(crate) fn build_swarm(
     keypair: &identity::Keypair,
     chain_name: &str,
     genesis_id: &BlockId,
-    agent: String,
 ) -> Result<(Swarm<Behaviour>, IdentTopic)> {
     let genesis = hex::encode(&genesis_id[..8]);
     let topic = IdentTopic::new(format!("/tpow/{}/{genesis}/blocks/1", chain_name));
     let sync_protocol = StreamProtocol::try_from_owned(format!("/tpow/{}/{genesis}/sync/1", chain_name))
         .context("sync protocol name")?;
+    let meta_protocol = StreamProtocol::try_from_owned(format!("/tpow/{}/{genesis}/meta/1", chain_name))
+        .context("metadata protocol name")?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -218,9 +231,14 @@ pub(crate) fn build_swarm(
                 .map_err(|e| e.to_string())?;
             let gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_cfg)?;
             let sync = request_response::Behaviour::with_codec(
-                FrameCodec,
+                FrameCodec::sync(),
                 [(sync_protocol, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
+            let meta = request_response::Behaviour::with_codec(
+                FrameCodec::meta(),
+                [(meta_protocol, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             );
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established_per_peer(Some(2))
@@ -230,8 +248,9 @@ pub(crate) fn build_swarm(
                 limits: connection_limits::Behaviour::new(limits),
                 gossipsub,
                 sync,
+                meta,
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/tpow/1.0.0".into(), key.public()).with_agent_version(agent),
+                    identify::Config::new("/tpow/1.0.0".into(), key.public()).with_agent_version(agent_version()),
                 ),
             })
         })
@@ -259,7 +278,7 @@ pub async fn run(
     mut publish: mpsc::Receiver<(Header, Body)>,
     peers_tx: watch::Sender<Vec<PeerInfo>>,
 ) -> Result<()> {
-    let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id, cfg.agent.clone())?;
+    let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id)?;
     swarm.listen_on(cfg.listen.clone()).with_context(|| format!("listening on {}", cfg.listen))?;
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
@@ -285,6 +304,7 @@ pub async fn run(
         data_dir: cfg.data_dir,
         progress: Progress { last: Instant::now(), blocks: 0 },
         pipeline: Pipeline::default(),
+        meta: cfg.meta.encode(),
     };
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -348,8 +368,8 @@ impl Net {
                 address: p.address.clone(),
                 outbound: p.outbound,
                 agent: p.agent.clone(),
-                models: p.agent.as_deref().map(|a| parse_agent(a).0).unwrap_or_default(),
-                http_port: p.agent.as_deref().and_then(|a| parse_agent(a).1),
+                models: p.meta.models.clone(),
+                http_port: p.meta.http_port,
                 blocks_received: p.blocks_received,
             })
             .collect();
@@ -599,6 +619,7 @@ impl Net {
                         },
                     );
                     self.publish_peers();
+                    self.swarm.behaviour_mut().meta.send_request(&peer_id, Vec::new());
                 }
                 self.request_sync(peer_id);
             }
@@ -690,6 +711,41 @@ impl Net {
                             Ok(blocks) if blocks.is_empty() => self.continue_pipeline(),
                             Ok(blocks) => self.on_sync_answer(peer, blocks),
                         }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Meta(request_response::Event::Message { peer, message, .. })) => {
+                match message {
+                    request_response::Message::Request { channel, .. } => {
+                        // A few answers per connection; a peer asking more gets none.
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            if p.meta_served < MAX_META_ANSWERS {
+                                p.meta_served += 1;
+                                let _ = self.swarm.behaviour_mut().meta.send_response(channel, self.meta.clone());
+                            }
+                        }
+                    }
+                    request_response::Message::Response { response, .. } => match NodeMeta::decode(&response) {
+                        Ok(meta) => {
+                            if let Some(p) = self.peers.get_mut(&peer) {
+                                p.meta = meta;
+                                self.publish_peers();
+                            }
+                        }
+                        Err(e) => self.ban(peer, &format!("invalid discovery metadata: {e}")),
+                    },
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Meta(request_response::Event::OutboundFailure {
+                peer,
+                error,
+                ..
+            })) => {
+                tracing::debug!(%peer, "metadata request failed: {error}");
+                // An answer over the cap or cut short is the peer's doing.
+                if let request_response::OutboundFailure::Io(e) = &error {
+                    if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) {
+                        self.ban(peer, &format!("malformed metadata frame: {e}"));
                     }
                 }
             }

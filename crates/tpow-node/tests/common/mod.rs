@@ -48,6 +48,8 @@ pub struct Opts {
     /// Chat options (`--model`, `--upstream`, ...); None runs the node with
     /// `--no-chat`, so chain tests neither load the model nor wait for it.
     pub chat: Option<Vec<String>>,
+    /// More `tpow-node run` arguments (e.g. `--assume-valid ID`).
+    pub extra: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -77,6 +79,7 @@ impl Node {
         for p in &opts.peers {
             cmd.arg("--peer").arg(p);
         }
+        cmd.args(&opts.extra);
         if cfg!(feature = "chat") {
             match &opts.chat {
                 None => {
