@@ -1,6 +1,7 @@
 //! Times one batched decode step of the chat model (for profiling).
 //!
-//! `cargo run --release -p tpow-chat --example decode_step -- [BATCH...]`
+//! `cargo run --release -p tpow-chat --example decode_step -- [candle] [BATCH...]`
+//! (`candle`: candle's matmul instead of the batched Q8_0 kernel)
 //! (`TPOW_MODEL` picks the GGUF; `CANDLE_NUM_THREADS` the pool size;
 //! `STEPS` the steps per batch size, default 32). For each batch size it prefills
 //! that many sequences with a short prompt each, then runs `STEPS` decode steps
@@ -12,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tpow_chat::model::{KvCache, Model, SeqInput, WeightFormat};
+use tpow_chat::model::{KvCache, Matmul, Model, SeqInput, WeightFormat};
 use tpow_chat::sampling::argmax;
 
 /// CPU time of this thread so far, in nanoseconds (0 if the clock fails). With
@@ -35,12 +36,13 @@ fn main() {
     };
     let steps: usize = std::env::var("STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
     let batches: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let matmul = if std::env::args().any(|a| a == "candle") { Matmul::Candle } else { Matmul::Batched };
     let batches = if batches.is_empty() { vec![1, 2, 4, 8] } else { batches };
 
     let mut file = std::fs::File::open(&path).expect("the model file opens");
     let mut reader = std::io::BufReader::new(&mut file);
     let ct = candle_core::quantized::gguf_file::Content::read(&mut reader).expect("a GGUF file");
-    let model = Model::load(&ct, &mut reader, WeightFormat::Q8_0).expect("the model loads");
+    let model = Model::load_with(&ct, &mut reader, WeightFormat::Q8_0, matmul).expect("the model loads");
 
     println!("| batch | step (ms, median of {steps}) | aggregate (tok/s) | step, this thread's CPU time (ms) | tok/s per CPU-second of this thread |");
     println!("|---:|---:|---:|---:|---:|");

@@ -353,17 +353,19 @@ mod avx2 {
                     w[c] = unsafe { _mm256_loadu_si256(wp.add((b * COLS + c0 + c) * QK8_0) as *const __m256i) };
                     aw[c] = _mm256_sign_epi8(w[c], w[c]);
                 }
-                let dw = &wd[b * COLS + c0..][..CS];
+                // The scales broadcast once per block and column / row: the lanes of
+                // `dw * dy` are the f32 product candle broadcasts.
+                let dw: [__m256; CS] = std::array::from_fn(|c| _mm256_set1_ps(wd[b * COLS + c0 + c]));
                 for r in 0..R {
                     // SAFETY: block b of row r0 + r is within the row (nb blocks of 32).
                     let y = unsafe { _mm256_loadu_si256(xs[r].add(b * QK8_0) as *const __m256i) };
-                    let dy = xd[r][b];
+                    let dy = _mm256_set1_ps(xd[r][b]);
                     for c in 0..CS {
                         // candle's mul_sum_i8_pairs_float then fmadd, operand for operand.
                         let sy = _mm256_sign_epi8(y, w[c]);
                         let dot = _mm256_maddubs_epi16(aw[c], sy);
                         let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
-                        let d = _mm256_set1_ps(dw[c] * dy);
+                        let d = _mm256_mul_ps(dw[c], dy);
                         acc[r][c] = _mm256_fmadd_ps(d, q, acc[r][c]);
                     }
                 }
