@@ -107,13 +107,22 @@ fn streaming_gives_the_same_text_and_usage_as_a_whole_answer() {
     let _guard = serial();
     let n = node();
     let params = json!({ "temperature": 0, "max_tokens": 20 });
-    let whole = post(n, &chat_body(MODEL, FRANCE, params.clone())).json();
+    let whole = post(n, &chat_body(MODEL, FRANCE, params.clone()));
+    same_bytes::<tpow_api::ChatCompletion>(&whole.body);
+    let whole = whole.json();
     let mut stream_params = params.clone();
     stream_params["stream"] = json!(true);
     stream_params["stream_options"] = json!({ "include_usage": true });
     let body = chat_body(MODEL, FRANCE, stream_params);
     let r = post(n, &body);
     assert_eq!(r.status, 200);
+    // Every chunk is a tpow-api ChatChunk, byte for byte.
+    let text = String::from_utf8_lossy(&r.body);
+    let chunks: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").collect();
+    assert!(chunks.len() > 3, "{text}");
+    for c in chunks {
+        same_bytes::<tpow_api::ChatChunk>(c.as_bytes());
+    }
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")), "{:?}", r.headers);
     let s = parse_stream(&r.body);
     assert!(s.ended_with_done, "no [DONE]");
@@ -183,6 +192,11 @@ fn invalid_requests_are_openai_errors() {
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
 
+    let (status, raw) = n.get("/v1/models");
+    assert_eq!(status, 200);
+    same_bytes::<tpow_api::Models>(&raw);
+    same_bytes::<tpow_api::Info>(&n.get("/api/info").1);
+    same_bytes::<tpow_api::OpenAiError>(&r.body);
     let (status, models) = n.get_json("/v1/models");
     assert_eq!(status, 200);
     assert_eq!(models["object"], "list");
@@ -198,6 +212,15 @@ fn invalid_requests_are_openai_errors() {
     assert_eq!(engine["max_batch"], 1);
     assert_eq!(engine["kv_cache_bytes_per_token"], 2 * 30 * 3 * 64 * 4);
     assert!(engine["kv_cache_budget_bytes"].as_u64().is_some_and(|b| b >= 1 << 30), "{engine}");
+}
+
+/// `body` parses as `T` and renders back to the same bytes: the node's chat
+/// objects are tpow-api's types.
+fn same_bytes<T: serde::de::DeserializeOwned + serde::Serialize>(body: &[u8]) {
+    let v: T = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not a {}: {e}: {}", std::any::type_name::<T>(), String::from_utf8_lossy(body)));
+    let again = serde_json::to_vec(&v).expect("serialises");
+    assert_eq!(String::from_utf8_lossy(&again), String::from_utf8_lossy(body));
 }
 
 /// Opens a streaming request and returns the socket once the first content

@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{serial, Node, Opts};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 #[test]
 fn api_answers_and_rejects_bad_input_with_json_errors() {
@@ -43,6 +45,8 @@ fn api_answers_and_rejects_bad_input_with_json_errors() {
     assert!(draws > 0 && sampled.len() as u64 <= draws, "{fly}");
     let heights: Vec<u64> = sampled.iter().map(|s| s["height"].as_u64().expect("height")).collect();
     assert!(heights.windows(2).all(|w| w[0] < w[1]) && heights.iter().all(|&h| h < 3), "{heights:?}");
+
+    answers_are_the_api_types(&n, &seed);
 
     for bad in [
         "/api/headers?from=0&count=100000",
@@ -219,4 +223,41 @@ fn websocket_pushes_tip_and_browser_shares_are_verified() {
     let (_, miners) = n.get_json("/api/miners");
     assert_eq!(miners["miners"][0]["miner"], key.as_str());
     assert_eq!(miners["miners"][0]["shares"], 1);
+}
+
+/// `path` answers `status` with a body that parses as `T` and renders back to the
+/// very bytes the node sent: tpow-api's types are the format, not a copy of it.
+fn served_as<T: DeserializeOwned + Serialize>(n: &Node, path: &str, status: u16) -> T {
+    let (got, body) = n.get(path);
+    assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    let v: T = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{path} is not its type: {e}"));
+    let again = serde_json::to_vec(&v).expect("serialises");
+    assert_eq!(String::from_utf8_lossy(&again), String::from_utf8_lossy(&body), "{path}");
+    v
+}
+
+/// Every JSON answer of the chain and mining endpoints, against its tpow-api type.
+fn answers_are_the_api_types(n: &Node, seed: &str) {
+    let health: tpow_api::Health = served_as(n, "/api/health", 200);
+    assert_eq!(health.status, "ok");
+    let chain: tpow_api::ChainInfo = served_as(n, "/api/chain", 200);
+    assert_eq!(chain.name, health.chain);
+    let info: tpow_api::Info = served_as(n, "/api/info", 200);
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    let tip: tpow_api::Tip = served_as(n, "/api/tip", 200);
+    assert!(tip.height >= 3);
+    let headers: tpow_api::Headers = served_as(n, "/api/headers?from=0&count=3&format=json", 200);
+    assert_eq!(headers.headers[0].id, chain.genesis_id);
+    let proof: tpow_api::MmrProofAnswer = served_as(n, "/api/mmr-proof?height=1&tip=3", 200);
+    assert_eq!((proof.height, proof.tip), (1, 3));
+    let fly: tpow_api::FlyAnswer = served_as(n, &format!("/api/flyclient?tip=3&last=1&seed={seed}&security=50"), 200);
+    assert_eq!(fly.tip, 3);
+    let _: tpow_api::FlyAnswer = served_as(n, "/api/flyclient?last=2&samples=5", 200);
+    let _: tpow_api::Peers = served_as(n, "/api/peers", 200);
+    let work: tpow_api::Work = served_as(n, &format!("/api/work?miner={}", "ab".repeat(32)), 200);
+    assert_eq!(tpow_core::ModelSpec::from(work.model), tpow_core::ChainParams::devnet().model);
+    let _: tpow_api::Miners = served_as(n, "/api/miners", 200);
+    let e: tpow_api::ApiError = served_as(n, "/api/headers?from=abc", 400);
+    assert!(!e.error.is_empty());
+    let _: tpow_api::ApiError = served_as(n, "/api/nope", 404);
 }
