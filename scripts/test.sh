@@ -82,6 +82,10 @@ export TPOW_PYTHON="$CACHE/venv/bin/python" TPOW_OPENAI_TEST=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # Compiled shaders survive between runs: the GPU tests drop from ~110 s to ~35 s.
 export MESA_SHADER_CACHE_DIR="$CACHE/mesa-shader-cache"
+# Every SIMD backend the CPU advertises must run end to end (tpow-core tests/backends.rs):
+# a detection bug that silently falls back to the scalar loop fails the test command.
+TPOW_REQUIRE_BACKENDS="$(grep -o -w 'avx2\|avx512vnni' /proc/cpuinfo 2>/dev/null | sort -u | sed 's/avx512vnni/avx512-vnni/' | paste -sd, - || true)"
+export TPOW_REQUIRE_BACKENDS
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
