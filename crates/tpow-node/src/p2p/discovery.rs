@@ -1,6 +1,6 @@
 //! What peers learn about each other beyond the chain: the chat models a node
 //! serves and the port of its HTTP API. Exchanged on a protocol of its own
-//! (`/tpow/<chain>/<genesis>/meta/1`, request-response over the bounded frame
+//! (`/tpow/meta/1`, not chain-scoped, request-response over the bounded frame
 //! codec) right after connecting, as a typed, validated message; the identify
 //! agent string is only `tpow-node/VERSION`.
 //!

@@ -213,8 +213,8 @@ pub(crate) fn build_swarm(
     let topic = IdentTopic::new(format!("/tpow/{}/{genesis}/blocks/1", chain_name));
     let sync_protocol = StreamProtocol::try_from_owned(format!("/tpow/{}/{genesis}/sync/1", chain_name))
         .context("sync protocol name")?;
-    let meta_protocol = StreamProtocol::try_from_owned(format!("/tpow/{}/{genesis}/meta/1", chain_name))
-        .context("metadata protocol name")?;
+    // Not chain-scoped: which node serves which model is news across devnets too.
+    let meta_protocol = StreamProtocol::new("/tpow/meta/1");
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
