@@ -1,6 +1,7 @@
-//! `tpow-node attack`: a test tool that plays a hostile peer against a running
-//! node, so the tests can prove what forged data costs it (docs/SECURITY.md).
-//! Hidden from `--help`; never used by a node.
+//! The hostile peer behind the `tpow-attack` test binary (feature `attack`,
+//! enabled only by this crate's tests): it plays a peer against a running node
+//! so the tests can prove what forged data costs it (docs/SECURITY.md). Never
+//! compiled into a node.
 //!
 //! Each round connects with a fresh key (a new identity costs an attacker
 //! nothing), attacks until the node disconnects it or the round's time is up,

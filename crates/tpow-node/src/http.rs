@@ -412,21 +412,7 @@ async fn flyclient(State(s): State<ApiState>, q: Params) -> ApiResult<Json<api::
 }
 
 async fn peers(State(s): State<ApiState>) -> Json<api::Peers> {
-    let peers = s
-        .peers
-        .borrow()
-        .iter()
-        .map(|p| api::Peer {
-            address: p.address.clone(),
-            agent: p.agent.clone(),
-            blocks_received: p.blocks_received,
-            http_port: p.http_port,
-            models: p.models.clone(),
-            outbound: p.outbound,
-            peer_id: p.peer_id.clone(),
-        })
-        .collect();
-    Json(api::Peers { peers })
+    Json(api::Peers { peers: s.peers.borrow().clone() })
 }
 
 async fn ws(
@@ -537,12 +523,7 @@ async fn submit_share(
 }
 
 async fn miners(State(s): State<ApiState>) -> Json<api::Miners> {
-    let miners = s
-        .shares
-        .miners()
-        .into_iter()
-        .map(|m| api::MinerRow { blocks: m.blocks, last_share_ms: m.last_share_ms, miner: m.miner, shares: m.shares })
-        .collect();
+    let miners = s.shares.miners();
     let node = s.node_miner.as_ref().map(|n| api::NodeMinerStats {
         attempts: n.attempts.load(std::sync::atomic::Ordering::Relaxed),
         blocks: n.blocks.load(std::sync::atomic::Ordering::Relaxed),

@@ -6,12 +6,13 @@
 //! - [`devnet::run`]: N mining nodes on loopback as child processes of this one.
 //! - [`demo::mine_blocks`]: mine and verify blocks of a fresh in-memory chain (a
 //!   demo and a miner benchmark; touches no disk or network).
-//! - [`attack`]: a hostile peer, for the tests that prove what forgeries cost.
+//! - [`attack`] (feature `attack`, tests only): a hostile peer, for the tests that prove what forgeries cost.
 //!
 //! Layering: pure logic (tpow-core, [`wire`], [`chain_state`], [`shares`],
 //! [`limits`]) is unit-tested without I/O; [`service`], [`p2p`], [`http`] and
 //! [`mining`] are the I/O edges around it.
 
+#[cfg(feature = "attack")]
 pub mod attack;
 pub mod chain_state;
 #[cfg(feature = "chat")]

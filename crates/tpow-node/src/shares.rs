@@ -81,18 +81,8 @@ struct MinerEntry {
     last_share_ms: u64,
 }
 
-/// One miner's counts, as `/api/miners` lists them.
-#[derive(Clone, Debug, Serialize)]
-pub struct MinerRow {
-    /// Miner key, hex.
-    pub miner: String,
-    /// Accepted shares.
-    pub shares: u64,
-    /// Accepted blocks.
-    pub blocks: u64,
-    /// When the last share arrived (unix ms).
-    pub last_share_ms: u64,
-}
+/// One miner key's counts (the `/api/miners` row).
+pub use tpow_api::MinerRow;
 
 struct Budgets {
     per_ip: Buckets<IpAddr>,

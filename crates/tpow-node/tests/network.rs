@@ -48,6 +48,33 @@ fn three_nodes_mine_and_converge() {
     assert!(!miners.is_empty());
 }
 
+/// Nodes that all dial one node take one of its inbound slots each, never two: four
+/// of them from one address fit its per-IP inbound limit and stay connected through
+/// the redial ticks.
+#[test]
+fn a_configured_peer_is_dialled_once() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let genesis = now_ms();
+    let a = Node::start(&tmp.path().join("a"), &Opts { genesis_time_ms: Some(genesis), ..Default::default() });
+    let dialers: Vec<Node> = (0..4)
+        .map(|i| {
+            Node::start(
+                &tmp.path().join(format!("b{i}")),
+                &Opts { genesis_time_ms: Some(genesis), peers: vec![a.p2p.clone()], ..Default::default() },
+            )
+        })
+        .collect();
+    let peer_count = |n: &Node| n.get_json("/api/peers").1["peers"].as_array().map_or(0, |p| p.len());
+    a.wait_for("four peers", Duration::from_secs(60), |n| peer_count(n) == 4);
+    // Three redial periods later nobody was refused or dropped.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(peer_count(&a), 4, "log a:\n{}", a.log());
+    for b in &dialers {
+        assert_eq!(peer_count(b), 1, "log:\n{}", b.log());
+    }
+}
+
 /// A node started later catches up with the whole chain of a mining node.
 #[test]
 fn late_node_syncs_whole_chain() {
@@ -160,8 +187,8 @@ fn misbehaving_peers_are_banned_and_node_keeps_working() {
         Node::start(&tmp.path().join("a"), &Opts { mine: true, genesis_time_ms: Some(genesis), ..Default::default() });
     a.wait_for("height 2", Duration::from_secs(60), |n| n.tip().0 >= 2);
     for kind in ["garbage", "bad-pow"] {
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-node"))
-            .args(["attack", "--kind", kind, "--seconds", "20", "--peer", &a.p2p])
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-attack"))
+            .args(["--kind", kind, "--seconds", "20", "--peer", &a.p2p])
             .arg("--genesis-time-ms")
             .arg(genesis.to_string())
             .stdout(std::process::Stdio::null())
@@ -186,8 +213,8 @@ fn wasted_passes(n: &Node, passes_before: f64, height_before: u64) -> f64 {
 }
 
 fn attack(n: &Node, genesis: u64, kind: &str, rounds: u32, seconds: u32) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-node"))
-        .args(["attack", "--kind", kind, "--peer", &n.p2p])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tpow-attack"))
+        .args(["--kind", kind, "--peer", &n.p2p])
         .args(["--rounds", &rounds.to_string(), "--seconds", &seconds.to_string()])
         .arg("--genesis-time-ms")
         .arg(genesis.to_string())

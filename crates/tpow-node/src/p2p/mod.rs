@@ -37,7 +37,6 @@ use libp2p::{
     allow_block_list, connection_limits, identify, identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
     Swarm,
 };
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tpow_core::body::Body;
 use tpow_core::{BlockId, Header};
@@ -82,25 +81,12 @@ pub const SYNC_PIPELINE: usize = 48;
 const MAX_META_ANSWERS: u8 = 4;
 /// How often idle peers are polled for new blocks and bootstrap peers redialled.
 const TICK: Duration = Duration::from_secs(3);
+/// A configured peer that is not connected is dialled again at most this often
+/// (a dial in progress is not doubled: each one would take an inbound slot there).
+const REDIAL_AFTER: Duration = Duration::from_secs(10);
 
 /// A connected peer, as shown by `GET /api/peers`.
-#[derive(Clone, Debug, Serialize)]
-pub struct PeerInfo {
-    /// libp2p peer id.
-    pub peer_id: String,
-    /// Remote address of the first connection.
-    pub address: String,
-    /// Whether we dialled it.
-    pub outbound: bool,
-    /// Agent version from identify.
-    pub agent: Option<String>,
-    /// Chat models it serves (from its discovery metadata).
-    pub models: Vec<String>,
-    /// Port of its HTTP API (from its discovery metadata); its host is the one in `address`.
-    pub http_port: Option<u16>,
-    /// Blocks received from it that we stored.
-    pub blocks_received: u64,
-}
+pub use tpow_api::Peer as PeerInfo;
 
 /// Network settings.
 pub struct P2pConfig {
@@ -190,6 +176,10 @@ struct Net {
     internal: mpsc::UnboundedSender<Internal>,
     peers_tx: watch::Sender<Vec<PeerInfo>>,
     bootstrap: Vec<Multiaddr>,
+    /// When each configured address (without `/p2p/…`) was last dialled.
+    last_dial: HashMap<Multiaddr, Instant>,
+    /// Which peer answered a dial of each configured address.
+    dialled_peers: HashMap<Multiaddr, PeerId>,
     data_dir: PathBuf,
     progress: Progress,
     pipeline: Pipeline,
@@ -270,6 +260,11 @@ fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
     })
 }
 
+/// The address without its `/p2p/<peer id>` part: what a dial reports back.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}
+
 /// Builds the swarm and runs the network until the chain service stops.
 /// `publish` carries blocks this node produced (miner, HTTP work).
 pub async fn run(
@@ -280,10 +275,12 @@ pub async fn run(
 ) -> Result<()> {
     let (mut swarm, topic) = build_swarm(&cfg.keypair, &cfg.chain_name, &cfg.genesis_id)?;
     swarm.listen_on(cfg.listen.clone()).with_context(|| format!("listening on {}", cfg.listen))?;
+    let mut last_dial = HashMap::new();
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!("dialling {addr}: {e}");
         }
+        last_dial.insert(without_peer_id(addr), Instant::now());
     }
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let mut net = Net {
@@ -301,12 +298,15 @@ pub async fn run(
         internal,
         peers_tx,
         bootstrap: cfg.bootstrap,
+        last_dial,
+        dialled_peers: HashMap::new(),
         data_dir: cfg.data_dir,
         progress: Progress { last: Instant::now(), blocks: 0 },
         pipeline: Pipeline::default(),
         meta: cfg.meta.encode(),
     };
-    let mut tick = tokio::time::interval(TICK);
+    // The first tick comes after one period: the configured peers were just dialled.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
     loop {
         tokio::select! {
             ev = net.swarm.select_next_some() => net.on_swarm_event(ev),
@@ -473,10 +473,19 @@ impl Net {
             }
         }
         self.continue_pipeline();
-        // Keep the configured peers connected (they may have restarted).
-        let connected: Vec<String> = self.peers.values().map(|p| p.address.clone()).collect();
+        // Keep the configured peers connected (they may have restarted), one dial at a
+        // time per address: a peer connected in either direction is not dialled again.
         for addr in self.bootstrap.clone() {
-            if !connected.iter().any(|c| *c == addr.to_string()) {
+            let key = without_peer_id(&addr);
+            let named = addr.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            let connected =
+                named.into_iter().chain(self.dialled_peers.get(&key).copied()).any(|p| self.peers.contains_key(&p));
+            let recent = self.last_dial.get(&key).is_some_and(|t| now.duration_since(*t) < REDIAL_AFTER);
+            if !connected && !recent {
+                self.last_dial.insert(key, now);
                 let _ = self.swarm.dial(addr);
             }
         }
@@ -605,6 +614,12 @@ impl Net {
                             return;
                         }
                         self.inbound_ips.insert(connection_id, ip);
+                    }
+                }
+                if endpoint.is_dialer() {
+                    let key = without_peer_id(endpoint.get_remote_address());
+                    if self.last_dial.contains_key(&key) {
+                        self.dialled_peers.insert(key, peer_id);
                     }
                 }
                 if num_established.get() == 1 {
