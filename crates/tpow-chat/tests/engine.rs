@@ -149,10 +149,10 @@ fn queue_full_is_immediate_and_demand_counts() {
     assert!(matches!(running.blocking_next(), Some(Event::Token(_))));
     let queued = e.submit(prompt(), long()).unwrap();
     assert_eq!(demand.load(Ordering::SeqCst), 2);
-    let t = Instant::now();
     let third = e.submit(prompt(), long());
     assert!(matches!(third, Err(ChatError::QueueFull)), "{:?}", third.err());
-    assert!(t.elapsed() < Duration::from_millis(100), "QueueFull took {:?}", t.elapsed());
+    // Refused while the running and the queued request are still there: the refusal
+    // did not wait for room.
     assert_eq!(demand.load(Ordering::SeqCst), 2);
     // A cancelled queued request frees its slot at once.
     drop(queued);
@@ -171,13 +171,15 @@ fn dropping_a_generation_frees_the_worker() {
     assert!(matches!(g.blocking_next(), Some(Event::Token(_))));
     assert_eq!(e.demand().load(Ordering::SeqCst), 1);
     drop(g);
-    // The worker notices between two tokens: demand drops and the next request starts
-    // promptly instead of after the 512 tokens of the dropped one.
-    assert!(wait_for(Duration::from_secs(2), || e.demand().load(Ordering::SeqCst) == 0), "worker still busy");
-    let t = Instant::now();
+    // The worker notices between two tokens: the generation ends as cancelled, long
+    // before its 512 tokens (counted by the engine, not timed), and the next request
+    // runs.
+    assert!(wait_for(Duration::from_secs(300), || e.demand().load(Ordering::SeqCst) == 0), "worker still busy");
+    let stats = e.stats();
+    assert_eq!(stats.cancelled, 1, "{stats:?}");
+    assert!(stats.cancelled_tokens < 512, "the dropped generation ran to its end: {stats:?}");
     let mut next = e.submit(user("Hi"), greedy(1)).unwrap();
     assert!(matches!(next.blocking_next(), Some(Event::Token(_))));
-    assert!(t.elapsed() < Duration::from_secs(5), "first token after {:?}", t.elapsed());
 }
 
 #[test]
