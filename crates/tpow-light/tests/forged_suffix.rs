@@ -39,8 +39,8 @@ fn seed(depth: u64, i: u64) -> [u8; 32] {
 fn forged_suffix_is_rejected_for_every_seed_and_the_honest_chain_accepted() {
     let p = fast_devnet(now_ms(), 86_400_000);
     let mut honest = FakeChain::new(&p);
-    honest.grow(&p, 3_200, [1; 32]);
-    for depth in [100u64, 1_000, 3_000] {
+    honest.grow(&p, 10_200, [1; 32]);
+    for depth in [100u64, 1_000, 10_000] {
         let forged = FakeChain::forged_suffix(&p, &honest, depth, LAST);
         assert!(forged.tip.total_work > honest.tip.total_work, "the fork claims more work");
         let mut rejected = 0;

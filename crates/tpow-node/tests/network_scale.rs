@@ -23,6 +23,7 @@
 //! than 4 inbound connections even so (`scale_support::topology`); once the
 //! double dial is gone that bound is merely conservative.
 
+mod common;
 mod scale_support;
 
 use std::collections::{HashMap, HashSet};

@@ -7,8 +7,7 @@
 //! they stop by themselves if the test process itself is killed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -683,32 +682,5 @@ pub fn fmt_ms(ms: f64) -> String {
 
 /// A GET with `Connection: close`; None if the node does not answer.
 pub fn get(addr: &str, path: &str) -> Option<(u16, Vec<u8>)> {
-    let sock = addr.parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(3)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let mut body = out[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Some((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
-        let len = usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).trim(), 16).unwrap_or(0);
-        if len == 0 {
-            break;
-        }
-        let start = pos + 2;
-        out.extend_from_slice(&b[start..(start + len).min(b.len())]);
-        b = &b[(start + len + 2).min(b.len())..];
-    }
-    out
+    crate::common::request(addr, "GET", path, None)
 }
