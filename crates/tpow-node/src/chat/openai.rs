@@ -312,36 +312,6 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Value), ChatApiError> 
     Ok((request, value))
 }
 
-/// The `chat.completion` object of a non-streaming answer.
-pub fn completion(
-    id: &str,
-    created: u64,
-    model: &str,
-    content: &str,
-    finish_reason: &str,
-    usage: Option<Usage>,
-) -> api::ChatCompletion {
-    api::ChatCompletion::answer(id, created, model, content, finish_reason, usage)
-}
-
-/// One `chat.completion.chunk` with a single choice. `usage` is added as null
-/// when the client asked for usage (as OpenAI does on every chunk but the last).
-pub fn chunk(
-    id: &str,
-    created: u64,
-    model: &str,
-    delta: api::Delta,
-    finish_reason: Option<&str>,
-    with_usage_null: bool,
-) -> api::ChatChunk {
-    api::ChatChunk::delta(id, created, model, delta, finish_reason, with_usage_null)
-}
-
-/// The extra last chunk of `stream_options.include_usage`: no choices, the usage.
-pub fn usage_chunk(id: &str, created: u64, model: &str, usage: Option<Usage>) -> api::ChatChunk {
-    api::ChatChunk::usage(id, created, model, usage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,19 +461,19 @@ mod tests {
             serde_json::to_value(v).unwrap_or_default()
         }
         let u = Usage::new(5, 2);
-        let c = json(&completion("id1", 9, "m", "Hi", "stop", Some(u)));
+        let c = json(&api::ChatCompletion::answer("id1", 9, "m", "Hi", "stop", Some(u)));
         assert_eq!(c["object"], "chat.completion");
         assert_eq!(c["choices"][0]["message"]["content"], "Hi");
         assert_eq!(c["usage"]["total_tokens"], 7);
         let text = api::Delta { content: Some("H".into()), role: None };
-        let k = json(&chunk("id1", 9, "m", text, None, true));
+        let k = json(&api::ChatChunk::delta("id1", 9, "m", text, None, true));
         assert_eq!(k["object"], "chat.completion.chunk");
         assert!(k["choices"][0]["finish_reason"].is_null());
         assert!(k.as_object().is_some_and(|o| o.contains_key("usage")));
-        let k = json(&chunk("id1", 9, "m", api::Delta::default(), Some("length"), false));
+        let k = json(&api::ChatChunk::delta("id1", 9, "m", api::Delta::default(), Some("length"), false));
         assert_eq!(k["choices"][0]["finish_reason"], "length");
         assert!(!k.as_object().is_some_and(|o| o.contains_key("usage")));
-        let k = json(&usage_chunk("id1", 9, "m", Some(u)));
+        let k = json(&api::ChatChunk::usage("id1", 9, "m", Some(u)));
         assert_eq!(k["choices"].as_array().map(Vec::len), Some(0));
         assert_eq!(k["usage"]["completion_tokens"], 2);
     }

@@ -22,9 +22,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tpow_api as api;
 
-use super::openai::{
-    chunk, completion, is_json_content_type, parse_request, usage_chunk, ChatApiError, Usage, MAX_BODY_BYTES,
-};
+use super::openai::{is_json_content_type, parse_request, ChatApiError, Usage, MAX_BODY_BYTES};
 use super::signing::{Receipt, Signer};
 use super::{ChatState, Piece};
 
@@ -164,7 +162,7 @@ async fn whole_answer(a: Answer, mut pieces: BoxStream<'static, Result<Piece, Ch
         }
     };
     let receipt = a.signer.sign(&a.body, &content);
-    let mut answer = completion(&a.id, a.created, &a.model, &content, &reason, usage);
+    let mut answer = api::ChatCompletion::answer(&a.id, a.created, &a.model, &content, &reason, usage);
     answer.tpow = Some(receipt.clone());
     let mut res = Json(answer).into_response();
     set_header(&mut res, H_NODE_KEY, &receipt.node_key);
@@ -186,7 +184,7 @@ struct Streaming {
 
 impl Streaming {
     fn chunk(&self, delta: api::Delta, finish: Option<&str>) -> api::ChatChunk {
-        chunk(&self.a.id, self.a.created, &self.a.model, delta, finish, self.include_usage)
+        api::ChatChunk::delta(&self.a.id, self.a.created, &self.a.model, delta, finish, self.include_usage)
     }
 
     /// The closing chunks: the finish reason, then usage if asked; the last one
@@ -195,7 +193,7 @@ impl Streaming {
         let receipt: Receipt = self.a.signer.sign(&self.a.body, &self.content);
         let mut out = vec![self.chunk(api::Delta::default(), Some(reason))];
         if self.include_usage {
-            out.push(usage_chunk(&self.a.id, self.a.created, &self.a.model, usage));
+            out.push(api::ChatChunk::usage(&self.a.id, self.a.created, &self.a.model, usage));
         }
         if let Some(last) = out.last_mut() {
             last.tpow = Some(receipt);
