@@ -46,6 +46,14 @@ step() {
   printf '\n==> %s (%s)\n' "$*" "$(date +%T)"
 }
 
+# Build profile for the tools installed from crates.io: optimised a little, no LTO, many
+# codegen units, no debug info.
+tool_profile() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    CARGO_PROFILE_RELEASE_INCREMENTAL=false "$@"
+}
+
 step "toolchain: wasm32 target, rustfmt, clippy"
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -58,15 +66,32 @@ if ! dpkg -s $PACKAGES >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
 fi
 
-step "tools: wasm-bindgen-cli (the Cargo.lock version) and trunk, built from crates.io"
-WASM_BINDGEN_VERSION="$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
-  # Not --locked: the CLI's own lock file names a yanked crate.
-  cargo install --root "$CACHE" wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
-fi
-if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
-  cargo install --locked --root "$CACHE" trunk --version 0.21.14
-fi
+step "tools: wasm-bindgen-cli (the Cargo.lock version) and trunk, built from crates.io (in the background)"
+# They are first needed for pkg/; until then they build alongside the model download
+# and clippy, which leave a core idle much of the time.
+install_tools() {
+  WASM_BINDGEN_VERSION="$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    # Not --locked: the CLI's own lock file names a yanked crate.
+    # The tools' speed does not matter here (they process a few MB); their build time
+    # does: a light profile cuts the cold install to about half.
+    tool_profile cargo install --root "$CACHE" wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  fi
+  if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
+    tool_profile cargo install --locked --root "$CACHE" trunk --version 0.21.14
+  fi
+}
+TOOLS_LOG="$(mktemp)"
+install_tools >"$TOOLS_LOG" 2>&1 &
+TOOLS_PID=$!
+wait_for_tools() {
+  if ! wait "$TOOLS_PID"; then
+    cat "$TOOLS_LOG" >&2
+    echo "installing wasm-bindgen-cli or trunk failed (log above)" >&2
+    exit 1
+  fi
+  tail -n 3 "$TOOLS_LOG"
+}
 
 step "chat model (SmolLM2-135M-Instruct GGUF, hash-checked)"
 ./scripts/fetch-model.sh
@@ -95,9 +120,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p tpow-node --no-default-features --all-targets --locked -- -D warnings
 cargo clippy -p tpow-light -p tpow-web --all-targets --target wasm32-unknown-unknown --locked -- -D warnings
 
-step "consensus core and GPU crate build for wasm32"
-cargo build -p tpow-core --target wasm32-unknown-unknown --no-default-features --release --locked
-cargo build -p tpow-core -p tpow-gpu --target wasm32-unknown-unknown --release --locked
+step "consensus core builds for wasm32 without std"
+# With std (and tpow-gpu) it is built below, as part of pkg/ and www/dist.
+cargo check -p tpow-core --target wasm32-unknown-unknown --no-default-features --locked
 
 step "wasm32 SIMD kernels (portable, simd128, relaxed SIMD): clippy, then bit-exact against the scalar loop in Node.js and headless Chromium"
 # A package of its own: tpow-core's dev-dependencies (proptest) do not build for
@@ -125,6 +150,9 @@ node "$WASM_CHECK/run.mjs" --chromium "$(wasm_check simd128)" check
 # and there the relaxed dot product computes wrong sums.
 node "$WASM_CHECK/run.mjs" --chromium "$(wasm_check relaxed)" check
 
+step "waiting for the tools (wasm-bindgen-cli, trunk)"
+wait_for_tools
+
 step "committed builds are reproducible: pkg/ (light client) and www/dist (web app)"
 ./scripts/build-pkg.sh --check
 ./scripts/build-web.sh --check
@@ -144,7 +172,7 @@ if [ "$FUZZ_SECS" != "0" ]; then
   step "fuzzing the decoders for ${FUZZ_SECS}s each"
   export PATH="$CACHE/bin:$PATH"
   if ! command -v cargo-fuzz >/dev/null; then
-    cargo install --locked --root "$CACHE" cargo-fuzz --version 0.13.2
+    tool_profile cargo install --locked --root "$CACHE" cargo-fuzz --version 0.13.2
   fi
   for target in header_decode mmr_proof_decode; do
     # cargo-fuzz needs nightly-only rustc flags; the stable toolchain accepts them
