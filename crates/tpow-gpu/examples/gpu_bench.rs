@@ -1,5 +1,6 @@
 //! GPU forward pass benchmark: mining throughput per batch size, single-header verify
-//! latency and weight upload time, against the CPU miner, as markdown tables.
+//! latency, weight upload time, and model derivation on the CPU against on the GPU,
+//! against the CPU miner, as markdown tables.
 //!
 //! `cargo run --release -p tpow-gpu --example gpu_bench [-- --secs S --devnet 16,256
 //! --mainnet 4,16 --no-fallback]`. Batch sizes default to small ones on a CPU
@@ -125,6 +126,7 @@ fn main() {
     );
     let mut mining = Vec::new();
     let mut single = Vec::new();
+    let mut derivation = Vec::new();
     for params in [ChainParams::devnet(), ChainParams::mainnet()] {
         let spec = params.model;
         let batches = match (params.name(), cpu_adapter) {
@@ -205,6 +207,7 @@ fn main() {
         if lat.is_empty() {
             continue;
         }
+        derivation.push(derive_row(&ctx, &spec, params.name(), reps as usize));
         single.push(format!(
             "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} |",
             params.name(),
@@ -230,5 +233,65 @@ fn main() {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in single {
         println!("{r}");
+    }
+    println!("\n### Model derivation for a new parent (median, a fresh prev_id each time)\n");
+    println!(
+        "| chain | CPU derive, 1 thread (ms) | CPU derive + upload (ms) | GPU derive (ms) | verify a new parent, CPU-derived (ms) | verify a new parent, GPU-derived (ms) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in derivation {
+        println!("{r}");
+    }
+}
+
+/// One row of the derivation table: the model of a new `prev_id` derived on the CPU
+/// (alone, and with the upload `GpuMiner::set_model` does) against derived on the GPU
+/// (`GpuMiner::derive_model`, which returns once the weights are on the device), and
+/// a whole header check on a new parent either way. Each timed call uses a `prev_id`
+/// not seen before, after one warm-up (kernel compilation) per path.
+fn derive_row(ctx: &GpuContext, spec: &tpow_core::ModelSpec, name: &str, reps: usize) -> String {
+    let fresh = |i: usize, tag: u8| {
+        let mut id = [tag; 32];
+        id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        id
+    };
+    let mut miner = GpuMiner::new(ctx, 1);
+    let input = |prev_id| PowInput { spec: *spec, prev_id, template: [3; 152], nonce: 5, output_digest: [0; 32] };
+    let mut run = || -> Result<[Duration; 5], tpow_gpu::GpuError> {
+        miner.derive_model(spec, &fresh(0, 0xd0))?;
+        miner.set_model(&Model::derive(spec, &fresh(0, 0xd1))?)?;
+        let (mut cpu, mut cpu_up, mut gpu, mut v_cpu, mut v_gpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut cpu_verifier = GpuVerifier::new(ctx);
+        let mut gpu_verifier = GpuVerifier::new(ctx);
+        gpu_verifier.output(&input(fresh(0, 0xd2)))?;
+        cpu_verifier.set_model(&Model::derive(spec, &fresh(0, 0xd3))?)?;
+        cpu_verifier.output(&input(fresh(0, 0xd3)))?;
+        for i in 1..=reps {
+            let t = Instant::now();
+            let model = Model::derive(spec, &fresh(i, 0xd1))?;
+            cpu.push(t.elapsed());
+            miner.set_model(&model)?;
+            cpu_up.push(t.elapsed());
+            let t = Instant::now();
+            miner.derive_model(spec, &fresh(i, 0xd0))?;
+            gpu.push(t.elapsed());
+            // A header on a new parent: derive (CPU + upload, or GPU), one pass.
+            let t = Instant::now();
+            let prev_id = fresh(i, 0xd3);
+            cpu_verifier.set_model(&Model::derive(spec, &prev_id)?)?;
+            let a = cpu_verifier.output(&input(prev_id))?;
+            v_cpu.push(t.elapsed());
+            let t = Instant::now();
+            let b = gpu_verifier.output(&input(prev_id))?;
+            v_gpu.push(t.elapsed());
+            if a != b {
+                return Err(tpow_gpu::GpuError::Validation("GPU-derived model gave another output".into()));
+            }
+        }
+        Ok([median(cpu), median(cpu_up), median(gpu), median(v_cpu), median(v_gpu)])
+    };
+    match run() {
+        Ok(d) => format!("| {name} | {} | {} | {} | {} | {} |", ms(d[0]), ms(d[1]), ms(d[2]), ms(d[3]), ms(d[4])),
+        Err(e) => format!("| {name} | error: {e} | | | | |"),
     }
 }

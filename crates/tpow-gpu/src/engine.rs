@@ -137,12 +137,46 @@ pub(crate) fn build_pipelines(
 }
 
 /// One model's weights, laid out for the kernels.
-struct Weights {
+pub(crate) struct Weights {
     prev_id: [u8; 32],
     tok_emb: wgpu::Buffer,
     pos_emb: wgpu::Buffer,
     /// Per layer: q|k|v concatenated, attention output, MLP up, MLP down.
     layers: Vec<[wgpu::Buffer; 4]>,
+}
+
+impl Weights {
+    /// Buffers filled elsewhere (derived on the device: `derive.rs`), in the order
+    /// and layout [`weight_bytes`] gives; `None` unless that is 2 + 4 per layer.
+    pub(crate) fn from_buffers(prev_id: [u8; 32], buffers: Vec<wgpu::Buffer>) -> Option<Self> {
+        if buffers.len() < 2 || !(buffers.len() - 2).is_multiple_of(4) {
+            return None;
+        }
+        let mut it = buffers.into_iter();
+        let (tok_emb, pos_emb) = (it.next()?, it.next()?);
+        let mut layers = Vec::new();
+        while let (Some(a), Some(b), Some(c), Some(d)) = (it.next(), it.next(), it.next(), it.next()) {
+            layers.push([a, b, c, d]);
+        }
+        Some(Weights { prev_id, tok_emb, pos_emb, layers })
+    }
+
+    /// The buffers in [`weight_bytes`] order.
+    pub(crate) fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        let mut v = vec![&self.tok_emb, &self.pos_emb];
+        v.extend(self.layers.iter().flatten());
+        v
+    }
+}
+
+/// The bytes [`Engine::set_model`] uploads, one entry per weight buffer in
+/// [`Weights`] order (the reference the GPU derivation is tested against).
+pub(crate) fn weight_bytes(model: &Model) -> Vec<Vec<u8>> {
+    let mut v = vec![row_major(&model.tok_emb), row_major(&model.pos_emb)];
+    for l in &model.layers {
+        v.extend([k_major(&[&l.wq, &l.wk, &l.wv]), k_major(&[&l.wo]), k_major(&[&l.w_up]), k_major(&[&l.w_down])]);
+    }
+    v
 }
 
 /// Per-batch buffers, sized for `capacity` items.
@@ -352,10 +386,23 @@ impl Engine {
             return Err(GpuError::Validation("model spec differs from the engine's".into()));
         }
         // Drop the old weights first so two models never coexist on the device.
-        self.binds = None;
-        self.weights = None;
+        self.unload();
         let ctx = self.ctx.clone();
         let weights = ctx.scoped(|| Self::upload(&ctx, model)).await?;
+        self.set_weights(weights).await
+    }
+
+    /// Drops the loaded model (call before filling a new one's buffers).
+    pub(crate) fn unload(&mut self) {
+        self.binds = None;
+        self.weights = None;
+    }
+
+    /// Makes `weights` (filled by queued work, in [`weight_bytes`] layout) the loaded
+    /// model. Returns when that work is done (natively), so it can be timed.
+    pub(crate) async fn set_weights(&mut self, weights: Weights) -> Result<(), GpuError> {
+        self.unload();
+        let ctx = self.ctx.clone();
         let binds = ctx.scoped(|| self.bind(&weights)).await?;
         #[cfg(not(target_arch = "wasm32"))]
         {

@@ -25,14 +25,51 @@
 //!
 //! Native calls block (`pollster`); every operation also has an `async` form, which
 //! is the only form on wasm32.
+//!
+//! A block's model can be derived on the GPU ([`GpuMiner::derive_model`]; the
+//! verifier always does): BLAKE3 in WGSL expands each tensor's §5 stream, one
+//! invocation per 64-byte output block, straight into the weight buffers, so neither
+//! the CPU derivation nor the upload (5.8 MB on mainnet) is paid.
 
 mod context;
+mod derive;
 mod engine;
 mod miner;
 mod shader;
 
 pub use context::{AdapterSummary, GpuContext, GpuOptions, PackedDot};
 pub use miner::{GpuMiner, GpuVerifier, MinerStats};
+
+/// Access to the weight buffers for the bit-exactness tests (tests/derive.rs) and
+/// the benchmark; not a stable interface.
+#[doc(hidden)]
+pub mod testing {
+    use tpow_core::{Model, ModelSpec};
+
+    use crate::{GpuContext, GpuError};
+
+    /// The bytes of every weight buffer as [`crate::GpuMiner::set_model_async`]
+    /// uploads them: token and position embeddings, then per layer q|k|v, attention
+    /// output, MLP up, MLP down.
+    pub fn uploaded_weights(model: &Model) -> Vec<Vec<u8>> {
+        crate::engine::weight_bytes(model)
+    }
+
+    /// The same buffers for `Model::derive(spec, prev_id)`, derived on the GPU and
+    /// read back.
+    pub async fn derived_weights(
+        ctx: &GpuContext,
+        spec: &ModelSpec,
+        prev_id: &[u8; 32],
+    ) -> Result<Vec<Vec<u8>>, GpuError> {
+        crate::derive::derived_bytes(ctx, spec, prev_id).await
+    }
+
+    /// The WGSL of the derivation kernel.
+    pub fn derive_wgsl() -> String {
+        crate::derive::module()
+    }
+}
 
 /// Why a GPU operation failed. Every variant leaves the caller free to fall back to
 /// the CPU forward pass; none of them means the header or the nonce is invalid.

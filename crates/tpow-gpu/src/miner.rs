@@ -8,6 +8,7 @@ use tpow_core::target::hash_meets_target;
 use tpow_core::{Model, ModelSpec, U256};
 
 use crate::context::GpuContext;
+use crate::derive::Deriver;
 use crate::engine::{Engine, Pending};
 use crate::shader::DotImpl;
 use crate::GpuError;
@@ -33,6 +34,8 @@ pub struct GpuMiner {
     ctx: GpuContext,
     batch_size: u32,
     engine: Option<Engine>,
+    /// The weight derivation kernel, compiled on first use.
+    deriver: Option<Deriver>,
     stats: MinerStats,
     tokens: Vec<u16>,
 }
@@ -45,6 +48,7 @@ impl GpuMiner {
             ctx: ctx.clone(),
             batch_size: batch_size.max(1),
             engine: None,
+            deriver: None,
             stats: MinerStats::default(),
             tokens: Vec::new(),
         }
@@ -66,22 +70,49 @@ impl GpuMiner {
         self.engine.as_ref().and_then(Engine::loaded)
     }
 
-    /// Uploads the weights of a new block's model (compiling the kernels first if the
-    /// shape changed). Derive the model on the CPU with `Model::derive`.
+    /// Uploads the weights of a given model (compiling the kernels first if the shape
+    /// changed): for a model the caller already holds, or one that is not a block's
+    /// (the §14.1 conformance models). A block's model is cheaper through
+    /// [`GpuMiner::derive_model_async`].
     pub async fn set_model_async(&mut self, model: &Model) -> Result<(), GpuError> {
+        self.engine_for(&model.spec).await?.set_model(model).await?;
+        self.stats.models += 1;
+        Ok(())
+    }
+
+    /// Derives the model that mines on top of `prev_id` on the GPU and loads it
+    /// (compiling the kernels first if the shape changed): the same weights as
+    /// `Model::derive(spec, prev_id)` (docs/PROTOCOL.md §5), computed where they are
+    /// used, so neither the CPU derivation nor the upload of every weight is paid.
+    pub async fn derive_model_async(&mut self, spec: &ModelSpec, prev_id: &[u8; 32]) -> Result<(), GpuError> {
+        if self.deriver.is_none() {
+            self.deriver = Some(Deriver::new(&self.ctx).await?);
+        }
+        self.engine_for(spec).await?;
+        let (Some(engine), Some(deriver)) = (self.engine.as_mut(), self.deriver.as_ref()) else {
+            return Err(GpuError::NoModel);
+        };
+        // The old weights go first, so two models never coexist on the device.
+        engine.unload();
+        let weights = deriver.derive(spec, prev_id, wgpu::BufferUsages::empty()).await?;
+        engine.set_weights(weights).await?;
+        self.stats.models += 1;
+        Ok(())
+    }
+
+    /// The engine for `spec`, built (kernels compiled, batch buffers allocated) if the
+    /// loaded one has another shape.
+    async fn engine_for(&mut self, spec: &ModelSpec) -> Result<&mut Engine, GpuError> {
         let rebuild = match &self.engine {
-            Some(e) => e.spec() != &model.spec,
+            Some(e) => e.spec() != spec,
             None => true,
         };
         if rebuild {
             self.engine = None;
             let dot = if self.ctx.adapter().packed_dot { DotImpl::Packed } else { DotImpl::Unpacked };
-            self.engine = Some(Engine::new(&self.ctx, &model.spec, self.batch_size, dot).await?);
+            self.engine = Some(Engine::new(&self.ctx, spec, self.batch_size, dot).await?);
         }
-        let engine = self.engine.as_mut().ok_or(GpuError::NoModel)?;
-        engine.set_model(model).await?;
-        self.stats.models += 1;
-        Ok(())
+        self.engine.as_mut().ok_or(GpuError::NoModel)
     }
 
     /// The forward-pass outputs (`d_model` int8 each) for `nonces` on `template`.
@@ -254,6 +285,13 @@ impl GpuMiner {
         pollster::block_on(self.set_model_async(model))
     }
 
+    /// [`GpuMiner::derive_model_async`], blocking (returns when the weights are on
+    /// the device, so it can be timed).
+    pub fn derive_model(&mut self, spec: &ModelSpec, prev_id: &[u8; 32]) -> Result<(), GpuError> {
+        pollster::block_on(self.derive_model_async(spec, prev_id))
+    }
+
+
     /// [`GpuMiner::outputs_async`], blocking.
     pub fn outputs(&mut self, template: &[u8; TEMPLATE_LEN], nonces: &[u64]) -> Result<Vec<Vec<i8>>, GpuError> {
         pollster::block_on(self.outputs_async(template, nonces))
@@ -299,8 +337,9 @@ fn attempts_of(template: &[u8; TEMPLATE_LEN], nonces: &[u64], bytes: &[u8]) -> V
 }
 
 /// Verifies headers on the GPU, one at a time: buffers for a single item keep the
-/// latency down, and the model of the last `prev_id` stays uploaded (siblings share
-/// a parent). Mirrors `tpow_core::ModelCache::output_digest`.
+/// latency down, each new parent's model is derived on the GPU, and the model of the
+/// last `prev_id` stays loaded (siblings share a parent). Mirrors
+/// `tpow_core::ModelCache::output_digest`.
 pub struct GpuVerifier {
     miner: GpuMiner,
 }
@@ -320,8 +359,9 @@ impl GpuVerifier {
         let loaded =
             self.miner.engine.as_ref().is_some_and(|e| e.spec() == spec && e.loaded().as_ref() == Some(prev_id));
         if !loaded {
-            let model = Model::derive(spec, prev_id)?;
-            self.miner.set_model_async(&model).await?;
+            // On the GPU: no CPU derivation, no 5.8 MB upload (mainnet). Any error
+            // sends the caller to its CPU path, as for a failed pass.
+            self.miner.derive_model_async(spec, prev_id).await?;
         }
         Ok(())
     }
