@@ -10,10 +10,12 @@
 //! hash below the target before it costs a verifier one forward pass.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::asert::{next_compact, AsertAnchor};
+use crate::forward::{Backend, PackedModel};
 use crate::header::{BlockId, Header, TEMPLATE_LEN, VERSION};
 use crate::mmr::{MmrNode, MmrPeaks};
 use crate::model::Model;
@@ -774,11 +776,12 @@ pub fn verify_header_pow(spec: &ModelSpec, header: &Header, cache: &mut ModelCac
     Ok(())
 }
 
-/// Keeps the last derived model: siblings share a parent, and a miner tries many
-/// nonces on one.
+/// Keeps the last derived model, laid out for this CPU's kernels: siblings share a
+/// parent, and neither the derivation nor the layout (on mainnet each costs about as
+/// much as the pass) is paid twice for them.
 #[derive(Default)]
 pub struct ModelCache {
-    model: Option<Model>,
+    packed: Option<PackedModel<'static>>,
 }
 
 impl ModelCache {
@@ -787,21 +790,30 @@ impl ModelCache {
         Self::default()
     }
 
-    /// The model for (`spec`, `prev_id`), derived if not cached.
-    pub fn model(&mut self, spec: &ModelSpec, prev_id: &BlockId) -> Result<&Model, HeaderError> {
-        let stale = match &self.model {
-            Some(m) => m.prev_id != *prev_id || m.spec != *spec,
+    /// The model for (`spec`, `prev_id`), laid out for the fastest kernels of this
+    /// CPU ([`Backend::detect`]); derived and laid out if not cached.
+    pub fn packed(&mut self, spec: &ModelSpec, prev_id: &BlockId) -> Result<&PackedModel<'static>, HeaderError> {
+        let stale = match &self.packed {
+            Some(p) => p.model().prev_id != *prev_id || p.model().spec != *spec,
             None => true,
         };
         if stale {
-            self.model = Some(Model::derive(spec, prev_id)?);
+            // Drop the old layout first: two mainnet models never coexist here.
+            self.packed = None;
+            let model = Arc::new(Model::derive(spec, prev_id)?);
+            self.packed = Some(PackedModel::shared(model, Backend::detect()));
         }
-        Ok(self.model.as_ref().expect("set above"))
+        Ok(self.packed.as_ref().expect("set above"))
+    }
+
+    /// The model for (`spec`, `prev_id`), derived if not cached.
+    pub fn model(&mut self, spec: &ModelSpec, prev_id: &BlockId) -> Result<&Model, HeaderError> {
+        Ok(self.packed(spec, prev_id)?.model())
     }
 
     /// Runs the forward pass for `input` and digests it.
     pub fn output_digest(&mut self, input: &PowInput) -> Result<[u8; 32], HeaderError> {
-        let model = self.model(&input.spec, &input.prev_id)?;
-        Ok(Solver::new(model).attempt(&input.template, input.nonce).output_digest)
+        let packed = self.packed(&input.spec, &input.prev_id)?;
+        Ok(Solver::with_packed(packed).attempt(&input.template, input.nonce).output_digest)
     }
 }

@@ -395,3 +395,29 @@ fn parameters_are_validated_once() {
     assert!(tpow_core::Network::Devnet.allows_genesis_override());
     assert!(!tpow_core::Network::Mainnet.allows_genesis_override());
 }
+
+/// Siblings of one parent reuse the cached layout (no derivation or packing per pass),
+/// and the cached pass gives the digest a fresh solver gives; a new parent replaces it.
+#[test]
+fn the_model_cache_lays_out_each_parent_once() {
+    use tpow_core::chain::PowInput;
+    use tpow_core::puzzle::Solver;
+    let spec = easy_params().model;
+    let mut cache = ModelCache::new();
+    let a = [7u8; 32];
+    let first = cache.packed(&spec, &a).expect("derive") as *const _;
+    let again = cache.packed(&spec, &a).expect("cached") as *const _;
+    assert!(std::ptr::eq(first, again), "the same parent must not be laid out twice");
+
+    let model = Model::derive(&spec, &a).expect("derive");
+    let template = [3u8; tpow_core::header::TEMPLATE_LEN];
+    for nonce in 0..4u64 {
+        let input = PowInput { spec, prev_id: a, template, nonce, output_digest: [0; 32] };
+        let fresh = Solver::new(&model).attempt(&template, nonce).output_digest;
+        assert_eq!(cache.output_digest(&input).expect("pass"), fresh, "nonce {nonce}");
+    }
+
+    let b = [8u8; 32];
+    assert_eq!(cache.model(&spec, &b).expect("derive").prev_id, b);
+    assert_eq!(cache.packed(&spec, &b).expect("cached").model(), &Model::derive(&spec, &b).expect("derive"));
+}

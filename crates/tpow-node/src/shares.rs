@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tpow_core::body::Body;
+use tpow_core::forward::{Backend, PackedModel};
 use tpow_core::puzzle::{pow_hash, Solver};
 use tpow_core::target::hash_meets_target;
 use tpow_core::{BlockId, Header, Model, ModelSpec, U256};
@@ -102,7 +103,7 @@ pub struct ShareDesk {
     spec: ModelSpec,
     budgets: Mutex<Budgets>,
     accounts: Mutex<Accounts>,
-    model: Mutex<Option<Arc<Model>>>,
+    model: Mutex<Option<Arc<PackedModel<'static>>>>,
     verifying: tokio::sync::Semaphore,
 }
 
@@ -189,10 +190,11 @@ impl ShareDesk {
         let model = self.model_for(&header.prev_id).await?;
         let template_bytes = header.template();
         let nonce = header.nonce;
-        let digest =
-            tokio::task::spawn_blocking(move || Solver::new(&model).attempt(&template_bytes, nonce).output_digest)
-                .await
-                .map_err(|e| ShareError::Invalid(format!("verification failed: {e}")))?;
+        let digest = tokio::task::spawn_blocking(move || {
+            Solver::with_packed(&model).attempt(&template_bytes, nonce).output_digest
+        })
+        .await
+        .map_err(|e| ShareError::Invalid(format!("verification failed: {e}")))?;
         crate::metrics::get().verification_passes.inc();
         if digest != header.output_digest {
             let mut b = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,18 +207,21 @@ impl ShareDesk {
         Ok(Accepted { block: hash_meets_target(&h, &block_target) })
     }
 
-    /// The model of `prev_id`, derived once per tip (off the async threads).
-    async fn model_for(&self, prev_id: &BlockId) -> Result<Arc<Model>, ShareError> {
+    /// The model of `prev_id`, derived and laid out for the CPU's kernels once per
+    /// tip (off the async threads): on mainnet each costs about as much as a pass.
+    async fn model_for(&self, prev_id: &BlockId) -> Result<Arc<PackedModel<'static>>, ShareError> {
         if let Some(m) = self.model.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if m.prev_id == *prev_id {
+            if m.model().prev_id == *prev_id {
                 return Ok(m.clone());
             }
         }
         let (spec, seed) = (self.spec, *prev_id);
-        let model = tokio::task::spawn_blocking(move || Model::derive(&spec, &seed))
-            .await
-            .map_err(|e| ShareError::Invalid(format!("model derivation failed: {e}")))?
-            .map_err(|e| ShareError::Invalid(e.to_string()))?;
+        let model = tokio::task::spawn_blocking(move || {
+            Model::derive(&spec, &seed).map(|m| PackedModel::shared(Arc::new(m), Backend::detect()))
+        })
+        .await
+        .map_err(|e| ShareError::Invalid(format!("model derivation failed: {e}")))?
+        .map_err(|e| ShareError::Invalid(e.to_string()))?;
         let model = Arc::new(model);
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = Some(model.clone());
         Ok(model)

@@ -17,6 +17,7 @@
 mod matmul;
 pub mod ops;
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -67,22 +68,45 @@ struct PackedLayer {
     w_down: PackedMatrix,
 }
 
+/// How a [`PackedModel`] holds its consensus model.
+#[derive(Clone, Debug)]
+enum ModelRef<'m> {
+    /// The caller keeps the model (a miner's stack frame, a one-pass verification).
+    Borrowed(&'m Model),
+    /// Shared ownership, so the layout can live in a cache next to the model.
+    Shared(Arc<Model>),
+}
+
 /// A [`Model`] with its matrices laid out for one backend's kernels
 /// ([`Backend::pack`]): what the CPU engine runs passes on. Build it once per model
-/// when running many passes (mining); it borrows the model (the embeddings, and the
-/// row-major weights that the scalar loop and the wasm kernels read) and holds only
-/// the backend's copies (none for those).
+/// when running many passes (mining, or checking siblings of one parent: laying out
+/// mainnet weights costs about as much as a pass); it borrows or shares the model
+/// (the embeddings, and the row-major weights that the scalar loop and the wasm
+/// kernels read) and holds only the backend's copies (none for those).
 #[derive(Clone, Debug)]
 pub struct PackedModel<'m> {
-    model: &'m Model,
+    model: ModelRef<'m>,
     backend: Backend,
     layers: Vec<PackedLayer>,
+}
+
+impl PackedModel<'static> {
+    /// `model` laid out for `backend`, owning a share of the model: what a cache
+    /// keeps between passes.
+    pub fn shared(model: Arc<Model>, backend: Backend) -> Self {
+        let layers = Self::pack_layers(&model, backend);
+        PackedModel { model: ModelRef::Shared(model), backend, layers }
+    }
 }
 
 impl<'m> PackedModel<'m> {
     /// `model` laid out for `backend`.
     pub fn new(model: &'m Model, backend: Backend) -> Self {
-        let layers = model
+        PackedModel { model: ModelRef::Borrowed(model), backend, layers: Self::pack_layers(model, backend) }
+    }
+
+    fn pack_layers(model: &Model, backend: Backend) -> Vec<PackedLayer> {
+        model
             .layers
             .iter()
             .map(|l| PackedLayer {
@@ -93,8 +117,7 @@ impl<'m> PackedModel<'m> {
                 w_up: backend.pack(&l.w_up),
                 w_down: backend.pack(&l.w_down),
             })
-            .collect();
-        PackedModel { model, backend, layers }
+            .collect()
     }
 
     /// `model` laid out for the fastest backend of this CPU ([`Backend::detect`]).
@@ -103,8 +126,11 @@ impl<'m> PackedModel<'m> {
     }
 
     /// The consensus model.
-    pub fn model(&self) -> &'m Model {
-        self.model
+    pub fn model(&self) -> &Model {
+        match &self.model {
+            ModelRef::Borrowed(m) => m,
+            ModelRef::Shared(m) => m,
+        }
     }
 
     /// The kernels the layouts are for.
@@ -123,8 +149,8 @@ impl<'m> PackedModel<'m> {
         self.pairs().map(|(_, p)| p.packed_len()).sum()
     }
 
-    fn pairs(&self) -> impl Iterator<Item = (&'m Matrix, &PackedMatrix)> + '_ {
-        self.model.layers.iter().zip(&self.layers).flat_map(|(l, p): (&'m Layer, &PackedLayer)| {
+    fn pairs(&self) -> impl Iterator<Item = (&Matrix, &PackedMatrix)> + '_ {
+        self.model().layers.iter().zip(&self.layers).flat_map(|(l, p): (&Layer, &PackedLayer)| {
             [(&l.wq, &p.wq), (&l.wk, &p.wk), (&l.wv, &p.wv), (&l.wo, &p.wo), (&l.w_up, &p.w_up), (&l.w_down, &p.w_down)]
         })
     }
@@ -215,7 +241,7 @@ pub fn forward_packed_with(
     ablation: Ablation,
     mut stats: Option<&mut Vec<LayerStats>>,
 ) {
-    let model = packed.model;
+    let model = packed.model();
     let backend = packed.backend;
     let spec = &model.spec;
     let s = spec.seq_len as usize;
