@@ -74,8 +74,8 @@ fn schedule() -> [[usize; 16]; 7] {
 }
 
 /// BLAKE3's compression function, all 16 output words (the extended output). The
-/// reference the WGSL is generated from (same [`schedule`] and [`MIXES`]); used on
-/// the CPU only for the context key.
+/// reference the WGSL mirrors (same [`MIXES`] and [`MSG_PERMUTATION`]); used on the
+/// CPU only for the context key.
 fn compress(cv: &[u32; 8], block: &[u32; 16], counter: u64, block_len: u32, flags: u32) -> [u32; 16] {
     let mut v = [
         cv[0],
@@ -234,10 +234,9 @@ fn job_bytes(p: &Placement, block: &[u32; 16]) -> [u8; JOB_BYTES as usize] {
     b
 }
 
-/// The WGSL of the derivation kernel: the context key baked in, the seven rounds
-/// unrolled with the message schedule resolved here (no runtime array indexing,
-/// which would put the state in local memory), one 64-byte output block per
-/// invocation.
+/// The WGSL of the derivation kernel: the context key baked in, state and message
+/// in 32 scalar variables (no runtime array indexing, which would put them in local
+/// memory), one 64-byte output block per invocation.
 pub(crate) fn module() -> String {
     let key = context_key(CTX_MODEL_WEIGHTS);
     let mut s = String::new();
@@ -262,7 +261,7 @@ pub(crate) fn module() -> String {
          let block = gid.x;\n  let first = block * 16u;\n  if (first >= job.words) {{ return; }}"
     );
     for i in 0..16 {
-        let _ = writeln!(s, "  let m{i} = job.msg[{}].{};", i / 4, ["x", "y", "z", "w"][i % 4]);
+        let _ = writeln!(s, "  var m{i} = job.msg[{}].{};", i / 4, ["x", "y", "z", "w"][i % 4]);
     }
     for (i, k) in key.iter().enumerate() {
         let _ = writeln!(s, "  var v{i} = {k:#010x}u;");
@@ -273,17 +272,26 @@ pub(crate) fn module() -> String {
     // Counter (low word = block index; streams stay far below 2^32 blocks), block
     // length, flags.
     let _ = writeln!(s, "  var v12 = block;\n  var v13 = 0u;\n  var v14 = 64u;\n  var v15 = {STREAM_FLAGS}u;");
-    for (r, round) in schedule().iter().enumerate() {
-        let _ = writeln!(s, "  // round {r}");
-        for (i, &[a, b, c, d]) in MIXES.iter().enumerate() {
-            let (x, y) = (round[2 * i], round[2 * i + 1]);
-            let _ = writeln!(
-                s,
-                "  v{a} = v{a} + v{b} + m{x}; v{d} = rotr(v{d} ^ v{a}, 16u); v{c} = v{c} + v{d}; v{b} = rotr(v{b} ^ v{c}, 12u);\n  \
-                 v{a} = v{a} + v{b} + m{y}; v{d} = rotr(v{d} ^ v{a}, 8u); v{c} = v{c} + v{d}; v{b} = rotr(v{b} ^ v{c}, 7u);"
-            );
-        }
+    // Seven rounds: the eight mixes on m0..m15, then the message permutation, as
+    // scalar moves (a loop, not seven unrolled copies: software adapters such as
+    // SwiftShader compile without unrolling, and the unrolled kernel took them
+    // seconds to compile).
+    let _ = writeln!(s, "  for (var round = 0u; round < 7u; round = round + 1u) {{");
+    for (i, &[a, b, c, d]) in MIXES.iter().enumerate() {
+        let (x, y) = (2 * i, 2 * i + 1);
+        let _ = writeln!(
+            s,
+            "    v{a} = v{a} + v{b} + m{x}; v{d} = rotr(v{d} ^ v{a}, 16u); v{c} = v{c} + v{d}; v{b} = rotr(v{b} ^ v{c}, 12u);\n    \
+             v{a} = v{a} + v{b} + m{y}; v{d} = rotr(v{d} ^ v{a}, 8u); v{c} = v{c} + v{d}; v{b} = rotr(v{b} ^ v{c}, 7u);"
+        );
     }
+    for i in 0..16 {
+        let _ = writeln!(s, "    let p{i} = m{i};");
+    }
+    for (i, &from) in MSG_PERMUTATION.iter().enumerate() {
+        let _ = writeln!(s, "    m{i} = p{from};");
+    }
+    s.push_str("  }\n");
     for i in 0..8 {
         let _ = writeln!(s, "  put(first + {i}u, v{i} ^ v{});", i + 8);
     }
