@@ -189,7 +189,10 @@ cargo test --workspace --exclude tpow-bench --locked
 step "light client in wasm32: test vectors in Node.js and in headless Chromium (WebGPU)"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_node
-TPOW_REQUIRE_WEBGPU=1 CHROMEDRIVER=/usr/bin/chromedriver \
+# wasm-bindgen-test's default limit is 20 s per test; WebGPU over SwiftShader on a
+# loaded 2-core machine takes 14-18 s, so the limit would make the result depend on
+# the machine's speed.
+TPOW_REQUIRE_WEBGPU=1 WASM_BINDGEN_TEST_TIMEOUT=300 CHROMEDRIVER=/usr/bin/chromedriver \
   WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/tests/light/webdriver.json" \
   cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_browser
 
