@@ -32,6 +32,10 @@ pub struct GpuOptions {
     pub packed_dot: PackedDot,
     /// Prefer a low-power adapter (an integrated GPU) over a discrete one.
     pub low_power: bool,
+    /// Ask for GPU timestamp queries where the adapter offers them, for
+    /// [`crate::GpuMiner::profile`]'s per-dispatch times. Off by default: a verifier
+    /// or miner has no use for them, and some drivers add overhead when they are on.
+    pub profile: bool,
 }
 
 /// What a [`GpuContext`] runs on, for logs and benchmark tables.
@@ -47,6 +51,9 @@ pub struct AdapterSummary {
     pub driver: String,
     /// Whether the kernels use `dot4I8Packed`.
     pub packed_dot: bool,
+    /// Whether the device records GPU timestamps (asked for with
+    /// [`GpuOptions::profile`] and offered by the adapter).
+    pub timestamps: bool,
 }
 
 /// Errors that wgpu reported outside an error scope, and the device-lost reason.
@@ -116,10 +123,11 @@ impl GpuContext {
             // engine checks the few limits it depends on itself.
             limits = alimits.clone();
         }
+        let timestamps = options.profile && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tpow-gpu"),
-                required_features: wgpu::Features::empty(),
+                required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
                 required_limits: limits,
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -150,6 +158,7 @@ impl GpuContext {
             device_type: format!("{:?}", info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             packed_dot,
+            timestamps,
         };
         Ok(GpuContext { device, queue, summary, sink })
     }

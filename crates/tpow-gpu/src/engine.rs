@@ -4,19 +4,20 @@ use tpow_core::model::Matrix;
 use tpow_core::{Model, ModelSpec};
 
 use crate::context::GpuContext;
-use crate::shader::{self, entry, DotImpl, Rows, LINEAR_WG, MM_ROWS, MM_WG_X, MM_WG_Y};
+use crate::shader::{self, entry, DotImpl, MmShape, Rows, LINEAR_WG, MM_WG_X};
 use crate::GpuError;
 
-/// The kernels, in the order of [`Kernels::pipes`].
+/// The kernels, in the order of [`Kernels::pipes`]: the word-indexed kernels of
+/// [`shader::forward_module`], then the matrix products of [`shader::matmul_module`].
 #[derive(Clone, Copy)]
 enum K {
     Embed,
     NormAll,
     NormLast,
     NormOut,
-    MmQkv,
     AttnAll,
     AttnLast,
+    MmQkv,
     MmWoAll,
     MmWoLast,
     MmUpAll,
@@ -30,9 +31,9 @@ const KERNELS: [(K, &str); 13] = [
     (K::NormAll, entry::NORM_ALL),
     (K::NormLast, entry::NORM_LAST),
     (K::NormOut, entry::NORM_OUT),
-    (K::MmQkv, entry::MM_QKV),
     (K::AttnAll, entry::ATTN_ALL),
     (K::AttnLast, entry::ATTN_LAST),
+    (K::MmQkv, entry::MM_QKV),
     (K::MmWoAll, entry::MM_WO_ALL),
     (K::MmWoLast, entry::MM_WO_LAST),
     (K::MmUpAll, entry::MM_UP_ALL),
@@ -83,7 +84,6 @@ pub(crate) fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 5] {
     ]
 }
 
-/// Compiles `source` and creates one pipeline per entry point in `entries`.
 /// One bind group binding `bufs` to bindings 0, 1, 2, ... in order (every kernel
 /// uses the same layout: parameters, three inputs, one output).
 pub(crate) fn bind_group(
@@ -99,10 +99,11 @@ pub(crate) fn bind_group(
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries })
 }
 
+/// Compiles each module's source and creates one pipeline per entry point it names,
+/// in order; all share one bind group layout ([`layout_entries`]).
 pub(crate) fn build_pipelines(
     ctx: &GpuContext,
-    source: &str,
-    entries: &[&str],
+    modules: &[(&str, &[&str])],
 ) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
     let device = &ctx.device;
     let layout = device
@@ -112,13 +113,13 @@ pub(crate) fn build_pipelines(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("tpow forward"),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    let pipes = entries
-        .iter()
-        .map(|name| {
+    let mut pipes = Vec::new();
+    for (source, entries) in modules {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("tpow forward"),
+            source: wgpu::ShaderSource::Wgsl((*source).into()),
+        });
+        pipes.extend(entries.iter().map(|name| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
                 layout: Some(&pipeline_layout),
@@ -131,8 +132,8 @@ pub(crate) fn build_pipelines(
                 },
                 cache: None,
             })
-        })
-        .collect();
+        }));
+    }
     (layout, pipes)
 }
 
@@ -221,13 +222,14 @@ fn item_bytes(spec: &ModelSpec) -> [u64; 7] {
 }
 
 /// The largest batch the device's limits allow for `spec` (0 if not even one item fits).
-pub(crate) fn max_batch(spec: &ModelSpec, limits: &wgpu::Limits) -> u32 {
+pub(crate) fn max_batch(spec: &ModelSpec, limits: &wgpu::Limits, shape: MmShape) -> u32 {
     let per_buffer = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
     let biggest = item_bytes(spec).into_iter().max().unwrap_or(1).max(1);
     let by_memory = per_buffer / biggest;
-    // Matrix-product grids: rows / (MM_ROWS * MM_WG_Y) workgroups along y.
+    // Matrix-product grids: rows / (rows per invocation * wg_y) workgroups along y.
     let max_wg = limits.max_compute_workgroups_per_dimension as u64;
-    let by_grid = max_wg * (MM_ROWS * MM_WG_Y) as u64 / spec.seq_len as u64;
+    let tile = |r: Rows| (shape.rows_for(r) * shape.wg_y) as u64;
+    let by_grid = (max_wg * tile(Rows::All) / spec.seq_len as u64).min(max_wg * tile(Rows::Last));
     by_memory.min(by_grid).min(u32::MAX as u64) as u32
 }
 
@@ -238,8 +240,9 @@ fn linear_grid(threads: u32, max_dim: u32) -> (u32, u32) {
     (x, groups.div_ceil(x))
 }
 
-fn mm_grid(n: u32, rows: u32) -> (u32, u32) {
-    ((n / 4).div_ceil(MM_WG_X), rows.div_ceil(MM_ROWS * MM_WG_Y))
+/// The grid of a matrix product with `n` outputs over `n_rows` rows of kind `rows`.
+fn mm_grid(shape: MmShape, n: u32, n_rows: u32, rows: Rows) -> (u32, u32) {
+    ((n / 4).div_ceil(shape.groups * MM_WG_X), n_rows.div_ceil(shape.rows_for(rows) * shape.wg_y))
 }
 
 /// Row-major weights as packed int8 words (four consecutive weights per word, the
@@ -271,6 +274,56 @@ fn k_major(ms: &[&Matrix]) -> Vec<u8> {
     out
 }
 
+/// One dispatch of a profiled forward pass ([`crate::GpuMiner::profile`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatchTime {
+    /// What it computes: `embedding`, `norms`, `qkv`, `attention`, `wo`, `up`,
+    /// `down`, or `read-back` (copying the outputs out and mapping them).
+    pub stage: &'static str,
+    /// The WGSL entry point.
+    pub kernel: &'static str,
+    /// Workgroups dispatched along x and y.
+    pub grid: (u32, u32),
+    /// Wall time of a submission holding only this dispatch, waited for.
+    pub wall: std::time::Duration,
+    /// Its GPU time between timestamps, where the device records them.
+    pub gpu: Option<std::time::Duration>,
+    /// CPU time that all threads of this process spent during `wall` (Linux only).
+    /// A software adapter (lavapipe) runs the kernels on threads of this process, so
+    /// this is the kernel's cost however busy the rest of the machine is.
+    pub cpu: Option<std::time::Duration>,
+    /// Wall time of an empty submission and its wait on this device (median of 9):
+    /// the part of `wall` that is not the kernel.
+    pub overhead: std::time::Duration,
+}
+
+/// CPU time used so far by all threads of this process, from Linux's per-thread
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU); `None` elsewhere.
+#[cfg(not(target_arch = "wasm32"))]
+fn process_cpu_time() -> Option<std::time::Duration> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that exits meanwhile is skipped.
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(std::time::Duration::from_nanos(total))
+}
+
+/// The profile stage a kernel belongs to.
+#[cfg(not(target_arch = "wasm32"))]
+fn stage_of(k: K) -> &'static str {
+    match k {
+        K::Embed => "embedding",
+        K::NormAll | K::NormLast | K::NormOut => "norms",
+        K::MmQkv => "qkv",
+        K::AttnAll | K::AttnLast => "attention",
+        K::MmWoAll | K::MmWoLast => "wo",
+        K::MmUpAll | K::MmUpLast => "up",
+        K::MmDownAll | K::MmDownLast => "down",
+    }
+}
+
 /// A submitted batch: where its output will be and which submission writes it.
 pub(crate) struct Pending {
     slot: usize,
@@ -284,6 +337,8 @@ pub(crate) struct Engine {
     spec: ModelSpec,
     capacity: u32,
     max_dim: u32,
+    /// Work per matrix-product invocation, by adapter kind.
+    shape: MmShape,
     kernels: Kernels,
     batch: Batch,
     weights: Option<Weights>,
@@ -294,9 +349,21 @@ impl Engine {
     /// Compiles the kernels for `spec` and allocates buffers for up to `capacity`
     /// items (fewer if the device's limits demand it).
     pub(crate) async fn new(ctx: &GpuContext, spec: &ModelSpec, capacity: u32, dot: DotImpl) -> Result<Self, GpuError> {
+        Self::with_shape(ctx, spec, capacity, dot, MmShape::for_adapter(ctx.adapter())).await
+    }
+
+    /// [`Engine::new`] with the matrix-product shape given (tests run both shapes on
+    /// whatever adapter they have).
+    pub(crate) async fn with_shape(
+        ctx: &GpuContext,
+        spec: &ModelSpec,
+        capacity: u32,
+        dot: DotImpl,
+        shape: MmShape,
+    ) -> Result<Self, GpuError> {
         spec.validate()?;
         let limits = ctx.limits();
-        let fit = max_batch(spec, &limits);
+        let fit = max_batch(spec, &limits, shape);
         if fit == 0 {
             return Err(GpuError::UnsupportedLimits(format!(
                 "one item needs {} bytes per buffer; max_storage_buffer_binding_size is {}",
@@ -321,15 +388,19 @@ impl Engine {
             ));
         }
         let capacity = capacity.clamp(1, fit);
-        let source = shader::forward_module(spec, dot);
-        let entries: Vec<&str> = KERNELS.iter().map(|(_, n)| *n).collect();
-        let (layout, pipes) = ctx.scoped(|| build_pipelines(ctx, &source, &entries)).await?;
+        let source = shader::forward_module(spec, dot, shape);
+        let mm_source = shader::matmul_module(spec, dot, shape);
+        let (mm, other): (Vec<&str>, Vec<&str>) = KERNELS.iter().map(|(_, n)| *n).partition(|n| n.starts_with("mm_"));
+        // Pipelines in KERNELS order: the word-indexed kernels come first there.
+        debug_assert!(KERNELS.iter().map(|(_, n)| *n).eq(other.iter().chain(&mm).copied()));
+        let (layout, pipes) = ctx.scoped(|| build_pipelines(ctx, &[(&source, &other), (&mm_source, &mm)])).await?;
         let batch = ctx.scoped(|| Self::alloc_batch(ctx, spec, capacity)).await?;
         Ok(Engine {
             ctx: ctx.clone(),
             spec: *spec,
             capacity,
             max_dim: limits.max_compute_workgroups_per_dimension,
+            shape,
             kernels: Kernels { layout, pipes },
             batch,
             weights: None,
@@ -518,6 +589,154 @@ impl Engine {
         bytes
     }
 
+    /// Runs the forward pass on `n` items (`tokens` as for [`Engine::submit`]) once per
+    /// timing method and reports each dispatch: its GPU time from timestamp queries
+    /// (where the device records them; all dispatches in one submission, each in its
+    /// own compute pass) and its wall time with one submission per dispatch, waited
+    /// for (so it includes the submit-and-wait overhead, reported as
+    /// [`DispatchTime::overhead`]). The last entry is the read-back (copy and map).
+    /// Native only: the browser has no blocking wait.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn profile(&mut self, tokens: &[u32], n: u32) -> Result<Vec<DispatchTime>, GpuError> {
+        use std::time::{Duration, Instant};
+        let binds = self.binds.as_ref().ok_or(GpuError::NoModel)?;
+        if n == 0 || n > self.capacity || tokens.len() != (n * self.spec.seq_len) as usize {
+            return Err(GpuError::Validation(format!("profile: {n} items of {} tokens", self.spec.seq_len)));
+        }
+        let ctx = self.ctx.clone();
+        let dev = &ctx.device;
+        let q = &ctx.queue;
+        let plan = self.plan(binds, n);
+        let out_len = n as u64 * self.spec.d_model as u64;
+        let wait = |index: wgpu::SubmissionIndex| {
+            dev.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+                .map(|_| ())
+                .map_err(|e| ctx.check().err().unwrap_or_else(|| GpuError::Map(e.to_string())))
+        };
+        let load_inputs = || {
+            q.write_buffer(&self.batch.params, 0, &params_bytes(n));
+            let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+            q.write_buffer(&self.batch.tokens, 0, &bytes);
+        };
+        let one_pass = |enc: &mut wgpu::CommandEncoder,
+                        op: &(K, &wgpu::BindGroup, (u32, u32)),
+                        ts: Option<wgpu::ComputePassTimestampWrites<'_>>| {
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tpow profile"), timestamp_writes: ts });
+            pass.set_pipeline(self.kernels.get(op.0));
+            pass.set_bind_group(0, op.1, &[]);
+            pass.dispatch_workgroups(op.2 .0, op.2 .1, 1);
+        };
+
+        // GPU timestamps: begin and end of each dispatch's pass, one submission.
+        let mut gpu: Vec<Option<Duration>> = vec![None; plan.len()];
+        if dev.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            let count = 2 * plan.len() as u32;
+            let bytes = count as u64 * wgpu::QUERY_SIZE as u64;
+            let (read, index) = pollster::block_on(ctx.scoped(|| {
+                load_inputs();
+                let set = dev.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("tpow profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                });
+                let mk = |usage| {
+                    dev.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size: bytes,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let resolve = mk(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                let read = mk(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+                let mut enc = dev.create_command_encoder(&Default::default());
+                for (i, op) in plan.iter().enumerate() {
+                    let ts = wgpu::ComputePassTimestampWrites {
+                        query_set: &set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    };
+                    one_pass(&mut enc, op, Some(ts));
+                }
+                enc.resolve_query_set(&set, 0..count, &resolve, 0);
+                enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+                (read, q.submit([enc.finish()]))
+            }))?;
+            pollster::block_on(ctx.map_read(&read, bytes, index))?;
+            let ticks: Vec<u64> = read
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Map(e.to_string()))?
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            read.unmap();
+            let period = f64::from(q.get_timestamp_period());
+            for (i, g) in gpu.iter_mut().enumerate() {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                *g = Some(Duration::from_secs_f64(dt as f64 * period * 1e-9));
+            }
+        }
+
+        // The cost of a submission and its wait with nothing in it (median of 9).
+        let mut empty = Vec::with_capacity(9);
+        for _ in 0..9 {
+            let t = Instant::now();
+            let enc = dev.create_command_encoder(&Default::default());
+            let index = pollster::block_on(ctx.scoped(|| q.submit([enc.finish()])))?;
+            wait(index)?;
+            empty.push(t.elapsed());
+        }
+        empty.sort();
+        let overhead = empty[empty.len() / 2];
+
+        // Wall time: one submission per dispatch, each waited for.
+        pollster::block_on(ctx.scoped(load_inputs))?;
+        let mut times = Vec::with_capacity(plan.len() + 1);
+        for (op, g) in plan.iter().zip(gpu) {
+            let cpu0 = process_cpu_time();
+            let t = Instant::now();
+            let index = pollster::block_on(ctx.scoped(|| {
+                let mut enc = dev.create_command_encoder(&Default::default());
+                one_pass(&mut enc, op, None);
+                q.submit([enc.finish()])
+            }))?;
+            wait(index)?;
+            let wall = t.elapsed();
+            let cpu = process_cpu_time().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
+            times.push(DispatchTime {
+                stage: stage_of(op.0),
+                kernel: KERNELS[op.0 as usize].1,
+                grid: op.2,
+                wall,
+                gpu: g,
+                cpu,
+                overhead,
+            });
+        }
+        let t = Instant::now();
+        let readback = &self.batch.readback[0];
+        let index = pollster::block_on(ctx.scoped(|| {
+            let mut enc = dev.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&self.batch.out, 0, readback, 0, out_len);
+            q.submit([enc.finish()])
+        }))?;
+        pollster::block_on(ctx.map_read(readback, out_len, index))?;
+        let copied = readback.get_mapped_range(..out_len).map(|v| v.len()).map_err(|e| GpuError::Map(e.to_string()));
+        readback.unmap();
+        copied?;
+        times.push(DispatchTime {
+            stage: "read-back",
+            kernel: "copy+map",
+            grid: (0, 0),
+            wall: t.elapsed(),
+            gpu: None,
+            cpu: None,
+            overhead,
+        });
+        Ok(times)
+    }
+
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>, binds: &Binds, n: u32) {
         for (kern, bg, (x, y)) in self.plan(binds, n) {
             pass.set_pipeline(self.kernels.get(kern));
@@ -544,12 +763,13 @@ impl Engine {
             };
             // Keys and values are needed at every position, even in the last block.
             ops.push((K::NormAll, &binds.norm, linear(n * s)));
-            ops.push((K::MmQkv, qkv, mm_grid(3 * d, n * s)));
-            ops.push((attn, &binds.attn, linear(n * spec.n_heads * rows.per_item(spec))));
-            ops.push((k_wo, wo, mm_grid(d, r)));
+            ops.push((K::MmQkv, qkv, mm_grid(self.shape, 3 * d, n * s, Rows::All)));
+            let blocks = rows.per_item(spec) / shader::attn_queries(spec, rows, self.shape);
+            ops.push((attn, &binds.attn, linear(n * spec.n_heads * blocks)));
+            ops.push((k_wo, wo, mm_grid(self.shape, d, r, rows)));
             ops.push((norm, &binds.norm, linear(r)));
-            ops.push((k_up, up, mm_grid(f, r)));
-            ops.push((k_down, down, mm_grid(d, r)));
+            ops.push((k_up, up, mm_grid(self.shape, f, r, rows)));
+            ops.push((k_down, down, mm_grid(self.shape, d, r, rows)));
         }
         ops.push((K::NormOut, &binds.out, linear(n)));
         ops
@@ -577,19 +797,24 @@ mod tests {
     fn batch_limits() {
         let limits = wgpu::Limits::defaults();
         // Mainnet: the x and up buffers take 64 KiB per item; 128 MiB binding limit.
-        assert_eq!(max_batch(&ModelSpec::MAINNET, &limits), 2048);
-        assert!(max_batch(&ModelSpec::DEVNET, &limits) >= 16384);
+        for shape in [MmShape::GPU, MmShape::CPU] {
+            assert_eq!(max_batch(&ModelSpec::MAINNET, &limits, shape), 2048);
+            assert!(max_batch(&ModelSpec::DEVNET, &limits, shape) >= 16384);
+        }
         let mut tiny = limits.clone();
         tiny.max_storage_buffer_binding_size = 1024;
-        assert_eq!(max_batch(&ModelSpec::MAINNET, &tiny), 0);
+        assert_eq!(max_batch(&ModelSpec::MAINNET, &tiny, MmShape::GPU), 0);
     }
 
     #[test]
     fn grids_cover_their_threads() {
         assert_eq!(linear_grid(1, 65535), (1, 1));
         assert_eq!(linear_grid(64 * 70000, 65535), (65535, 2));
-        assert_eq!(mm_grid(64, 1), (1, 1));
-        assert_eq!(mm_grid(768, 64 * 256), (12, 1024));
+        assert_eq!(mm_grid(MmShape::GPU, 64, 1, Rows::All), (1, 1));
+        assert_eq!(mm_grid(MmShape::GPU, 768, 64 * 256, Rows::All), (12, 1024));
+        assert_eq!(mm_grid(MmShape::GPU, 256, 16, Rows::Last), (4, 1));
+        assert_eq!(mm_grid(MmShape::CPU, 768, 64, Rows::All), (3, 4));
+        assert_eq!(mm_grid(MmShape::CPU, 256, 3, Rows::Last), (1, 3));
     }
 }
 
@@ -649,6 +874,47 @@ mod gpu_tests {
         }
     }
 
+    /// The matrix-product shape this adapter does not pick gives the CPU's outputs too
+    /// (the other tests run the one it picks), on devnet and on shapes at the edges of
+    /// `ModelSpec::validate` (one position, head width 4 and 64, one layer, `d_model`
+    /// 16), in batches with a short last one.
+    #[test]
+    fn the_other_matmul_shape_is_exact() {
+        let Some(ctx) = gpu() else { return };
+        let specs = [
+            ModelSpec::DEVNET,
+            ModelSpec { vocab: 16, seq_len: 1, d_model: 16, n_heads: 4, n_layers: 1, d_ffn: 16 },
+            ModelSpec { vocab: 64, seq_len: 8, d_model: 32, n_heads: 1, n_layers: 3, d_ffn: 64 },
+            ModelSpec { vocab: 2, seq_len: 4, d_model: 64, n_heads: 16, n_layers: 2, d_ffn: 32 },
+        ];
+        let dot = if ctx.adapter().packed_dot { DotImpl::Packed } else { DotImpl::Unpacked };
+        let picked = MmShape::for_adapter(ctx.adapter());
+        for shape in [MmShape::GPU, MmShape::CPU].into_iter().filter(|&s| s != picked) {
+            for (i, spec) in specs.iter().enumerate() {
+                let model = Model::derive(spec, &[i as u8 + 1; 32]).expect("spec");
+                let mut e = pollster::block_on(Engine::with_shape(&ctx, spec, 5, dot, shape)).expect("engine");
+                pollster::block_on(e.set_model(&model)).expect("upload");
+                let template = [i as u8; 152];
+                let mut solver = tpow_core::puzzle::Solver::new(&model);
+                let mut tokens = vec![0u16; spec.seq_len as usize];
+                for batch in [(0..5u64), (5..7)] {
+                    let nonces: Vec<u64> = batch.collect();
+                    let mut ids = Vec::new();
+                    for &nonce in &nonces {
+                        tpow_core::puzzle::input_tokens(spec, &template, nonce, &mut tokens);
+                        ids.extend(tokens.iter().map(|&t| t as u32));
+                    }
+                    let p = pollster::block_on(e.submit(&ids, nonces.len() as u32, 0)).expect("submit");
+                    let got = pollster::block_on(e.read(p)).expect("read");
+                    for (&nonce, out) in nonces.iter().zip(got.chunks_exact(spec.d_model as usize)) {
+                        let want: Vec<u8> = solver.output(&template, nonce).iter().map(|&v| v as u8).collect();
+                        assert_eq!(out, want.as_slice(), "{shape:?} {dot:?} {spec:?} nonce {nonce}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The shift-subtract division and the bitwise square root of the kernels agree
     /// with Rust's `/` and `tpow_core`'s `isqrt` on edge cases and on every argument
     /// pattern the forward pass produces.
@@ -679,7 +945,7 @@ mod gpu_tests {
         }
         let input: Vec<u8> = pairs.iter().flat_map(|&(n, d)| [n.to_le_bytes(), d.to_le_bytes()]).flatten().collect();
         let src = shader::arith_test_module();
-        let (layout, pipes) = build_pipelines(&ctx, &src, &["arith"]);
+        let (layout, pipes) = build_pipelines(&ctx, &[(&src, &["arith"])]);
         let st = wgpu::BufferUsages::STORAGE;
         let n = pairs.len() as u32;
         let params = buffer(&ctx, &params_bytes(n), wgpu::BufferUsages::UNIFORM);

@@ -38,6 +38,7 @@ mod miner;
 mod shader;
 
 pub use context::{AdapterSummary, GpuContext, GpuOptions, PackedDot};
+pub use engine::DispatchTime;
 pub use miner::{GpuMiner, GpuVerifier, MinerStats};
 
 /// Access to the weight buffers for the bit-exactness tests (tests/derive.rs) and

@@ -291,7 +291,6 @@ impl GpuMiner {
         pollster::block_on(self.derive_model_async(spec, prev_id))
     }
 
-
     /// [`GpuMiner::outputs_async`], blocking.
     pub fn outputs(&mut self, template: &[u8; TEMPLATE_LEN], nonces: &[u64]) -> Result<Vec<Vec<i8>>, GpuError> {
         pollster::block_on(self.outputs_async(template, nonces))
@@ -305,6 +304,23 @@ impl GpuMiner {
     /// [`GpuMiner::attempts_async`], blocking.
     pub fn attempts(&mut self, template: &[u8; TEMPLATE_LEN], nonces: &[u64]) -> Result<Vec<Attempt>, GpuError> {
         pollster::block_on(self.attempts_async(template, nonces))
+    }
+
+    /// Per-dispatch times of one forward pass over `nonces` (at most one batch) on
+    /// `template`, for benchmarks: see `examples/gpu_profile.rs`.
+    pub fn profile(
+        &mut self,
+        template: &[u8; TEMPLATE_LEN],
+        nonces: &[u64],
+    ) -> Result<Vec<crate::DispatchTime>, GpuError> {
+        let engine = self.engine.as_mut().ok_or(GpuError::NoModel)?;
+        let mut tokens = vec![0u16; engine.spec().seq_len as usize];
+        let mut ids = Vec::with_capacity(nonces.len() * tokens.len());
+        for &nonce in nonces {
+            input_tokens(engine.spec(), template, nonce, &mut tokens);
+            ids.extend(tokens.iter().map(|&t| u32::from(t)));
+        }
+        engine.profile(&ids, nonces.len() as u32)
     }
 
     /// [`GpuMiner::mine_batch_async`], blocking.

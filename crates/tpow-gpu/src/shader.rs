@@ -50,12 +50,66 @@ pub(crate) fn tables() -> Vec<u8> {
 
 /// Invocations per workgroup of the one-dimensional kernels.
 pub(crate) const LINEAR_WG: u32 = 64;
-/// Workgroup shape of the matrix products: x over groups of 4 outputs, y over row tiles.
+/// Workgroup width of the matrix products (over invocations along the outputs).
 pub(crate) const MM_WG_X: u32 = 16;
-/// See [`MM_WG_X`].
-pub(crate) const MM_WG_Y: u32 = 4;
-/// Input rows per matrix-product invocation (each row's 4 outputs reuse one weight load).
-pub(crate) const MM_ROWS: u32 = 4;
+
+/// How the matrix products and the attention divide their work.
+///
+/// `blocks: false` ([`MmShape::GPU`]) is the word-indexed kernel set: each
+/// matrix-product invocation computes 4 outputs for `rows` rows, each attention
+/// invocation one query. `blocks: true` ([`MmShape::CPU`]) reads activations and
+/// weights 16 bytes per load and computes `groups` groups of 4 outputs for `rows` rows
+/// per invocation, and each attention invocation serves several queries
+/// ([`attn_queries`]) with every key and value word it loads.
+///
+/// Why two: the profile (`examples/gpu_profile.rs`) showed that on lavapipe a
+/// storage-buffer load is a per-lane loop, so the loads per multiply-accumulate set
+/// the speed and the arithmetic hardly counts; the blocked kernels cut them (16 x 16
+/// outputs per invocation: 1/32 of a word per multiply-accumulate, against 1/8) and
+/// run the mainnet pass in about a third of the CPU time. They are not used
+/// elsewhere: a real GPU would spill that many accumulators out of its registers, and
+/// SwiftShader (Chromium's software WebGPU) ran them slower than the word kernels and
+/// took far longer to compile their unrolled code, where lavapipe compiles once into
+/// Mesa's disk cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MmShape {
+    /// Rows per matrix-product invocation in the kernels over every position.
+    pub rows: u32,
+    /// Groups of 4 outputs per matrix-product invocation.
+    pub groups: u32,
+    /// Workgroup height: row tiles per workgroup.
+    pub wg_y: u32,
+    /// The blocked kernels (16-byte loads, several queries per attention invocation).
+    pub blocks: bool,
+}
+
+impl MmShape {
+    /// For GPUs and SwiftShader: 4 outputs x 4 rows per invocation, 64-invocation
+    /// workgroups, one query per attention invocation.
+    pub(crate) const GPU: MmShape = MmShape { rows: 4, groups: 1, wg_y: 4, blocks: false };
+    /// For lavapipe: 16 outputs x 16 rows per invocation, 16-invocation workgroups (a
+    /// small matrix still makes several workgroups for the threads).
+    pub(crate) const CPU: MmShape = MmShape { rows: 16, groups: 4, wg_y: 1, blocks: true };
+
+    /// The shape for an adapter: [`MmShape::CPU`] on lavapipe (Mesa's llvmpipe).
+    pub(crate) fn for_adapter(a: &crate::AdapterSummary) -> MmShape {
+        if a.name.to_ascii_lowercase().contains("llvmpipe") {
+            MmShape::CPU
+        } else {
+            MmShape::GPU
+        }
+    }
+
+    /// Rows per matrix-product invocation of a kernel. The blocked last-block kernels
+    /// take one (the last block has one row per item, so a verifier's single row is
+    /// not computed many times); the word kernels keep their row count.
+    pub(crate) fn rows_for(self, rows: Rows) -> u32 {
+        match rows {
+            Rows::Last if self.blocks => 1,
+            _ => self.rows,
+        }
+    }
+}
 
 /// How the shader multiplies packed int8 vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,11 +175,10 @@ fn log2(v: u32) -> u32 {
     v.trailing_zeros()
 }
 
-/// The complete WGSL module for `spec` (the spec must be valid).
-pub(crate) fn forward_module(spec: &ModelSpec, dot: DotImpl) -> String {
-    let (s, d, f) = (spec.seq_len, spec.d_model, spec.d_ffn);
+/// The `requires` line and the shape constants every module starts with.
+fn header(w: &mut String, spec: &ModelSpec, dot: DotImpl) {
+    let (s, d) = (spec.seq_len, spec.d_model);
     let hd = d / spec.n_heads;
-    let mut w = String::with_capacity(32 * 1024);
     if dot == DotImpl::Packed {
         w.push_str("requires packed_4x8_integer_dot_product;\n\n");
     }
@@ -167,19 +220,47 @@ const POW2_AT: u32 = {pow2_at}u;
         gelu_at = GELU_AT,
         pow2_at = POW2_AT,
     );
+}
+
+/// The WGSL module of every kernel but the matrix products ([`matmul_module`]) for
+/// `spec` (the spec must be valid).
+pub(crate) fn forward_module(spec: &ModelSpec, dot: DotImpl, shape: MmShape) -> String {
+    let mut w = String::with_capacity(32 * 1024);
+    header(&mut w, spec, dot);
     // Head widths of 4..=64 give HD4 >= 1; every other dimension is a power of two >= 16.
-    w.push_str(COMMON);
+    w.push_str(&COMMON.replace("{BINDINGS}", BINDINGS));
     w.push_str(match dot {
         DotImpl::Packed => DOT_PACKED,
         DotImpl::Unpacked => DOT_UNPACKED,
     });
     w.push_str(FIXED_KERNELS);
     for rows in [Rows::All, Rows::Last] {
-        attention(&mut w, spec, rows);
+        if shape.blocks {
+            attention(&mut w, spec, rows);
+        } else {
+            attention_per_query(&mut w, spec, rows);
+        }
     }
+    w
+}
+
+/// The WGSL module of the matrix products for `spec` (the spec must be valid): a
+/// module of its own because the blocked kernels read their activations and weights
+/// as `array<vec4<u32>>` (16 bytes per load instruction), where the other kernels
+/// index single words of the same bindings.
+pub(crate) fn matmul_module(spec: &ModelSpec, dot: DotImpl, shape: MmShape) -> String {
+    let (d, f) = (spec.d_model, spec.d_ffn);
+    let mut w = String::with_capacity(64 * 1024);
+    header(&mut w, spec, dot);
+    w.push_str(&COMMON.replace("{BINDINGS}", if shape.blocks { BINDINGS_VEC4 } else { BINDINGS }));
+    let matmul = if shape.blocks { matmul } else { matmul_words };
+    w.push_str(match dot {
+        DotImpl::Packed => DOT_PACKED,
+        DotImpl::Unpacked => DOT_UNPACKED,
+    });
     let (d4, f4) = (d / 4, f / 4);
     let act_d = act_shift(d as usize);
-    matmul(&mut w, spec, entry::MM_QKV, Rows::All, d4, 3 * d4, Epilogue::Act { shift: act_d, gelu: false });
+    matmul(&mut w, spec, shape, entry::MM_QKV, Rows::All, d4, 3 * d4, Epilogue::Act { shift: act_d, gelu: false });
     for rows in [Rows::All, Rows::Last] {
         let name = |base: &str| format!("{base}_{}", rows.suffix());
         let wo = name("mm_wo");
@@ -187,14 +268,30 @@ const POW2_AT: u32 = {pow2_at}u;
         let down = name("mm_down");
         let res_d = residual_shift(d as usize);
         let res_f = residual_shift(f as usize);
-        matmul(&mut w, spec, &wo, rows, d4, d4, Epilogue::Residual { shift: res_d });
-        matmul(&mut w, spec, &up, rows, d4, f4, Epilogue::Act { shift: act_d, gelu: true });
-        matmul(&mut w, spec, &down, rows, f4, d4, Epilogue::Residual { shift: res_f });
+        matmul(&mut w, spec, shape, &wo, rows, d4, d4, Epilogue::Residual { shift: res_d });
+        matmul(&mut w, spec, shape, &up, rows, d4, f4, Epilogue::Act { shift: act_d, gelu: true });
+        matmul(&mut w, spec, shape, &down, rows, f4, d4, Epilogue::Residual { shift: res_f });
     }
     w
 }
 
 /// Bindings, helpers and the integer building blocks of `tpow_core::forward::ops`.
+/// The storage bindings as the word-indexed kernels declare them.
+const BINDINGS: &str = "@group(0) @binding(1) var<storage, read> in_a: array<u32>;
+@group(0) @binding(2) var<storage, read> in_b: array<u32>;
+@group(0) @binding(3) var<storage, read> in_c: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<u32>;";
+
+/// The same bindings for the matrix products: activations and weights four words
+/// (16 bytes) per element, so that a load instruction moves four words. Every buffer
+/// bound there is a multiple of 16 bytes long (rows of `d_model` or `d_ffn` int8).
+const BINDINGS_VEC4: &str = "@group(0) @binding(1) var<storage, read> in_a: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> in_b: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> in_c: array<u32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<u32>;";
+
+/// Bindings ([`BINDINGS`] at `{BINDINGS}`), helpers and the integer building blocks
+/// of `tpow_core::forward::ops`.
 const COMMON: &str = r#"
 struct Params {
     // Batch items in this dispatch.
@@ -205,10 +302,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> in_a: array<u32>;
-@group(0) @binding(2) var<storage, read> in_b: array<u32>;
-@group(0) @binding(3) var<storage, read> in_c: array<u32>;
-@group(0) @binding(4) var<storage, read_write> dst: array<u32>;
+{BINDINGS}
 
 // Lane t (0..4) of four packed int8, sign-extended.
 fn lane(a: u32, t: u32) -> i32 {
@@ -386,28 +480,134 @@ fn mem_row_expr(spec: &ModelSpec, rows: Rows, r: &str) -> String {
 }
 
 /// A matrix product `dst = epilogue(src · Wᵀ)`: `in_a` holds the packed int8 input
+/// rows (`k4` words each, read 4 words at a time), `in_b` the weights packed k-major
+/// (word `k * n4 * 4 + 4 G + t` holds inputs `4k..4k+4` of output `4G + t`, so the
+/// four outputs of a group at one input word are one 16-byte element). Invocation
+/// `g` computes output groups `g * groups ..` for a tile of rows ([`MmShape`]), 4
+/// input words per step. Integer sums are exact, so the order of the additions does
+/// not change the result.
+#[allow(clippy::too_many_arguments)]
+fn matmul(w: &mut String, spec: &ModelSpec, shape: MmShape, name: &str, rows: Rows, k4: u32, n4: u32, epi: Epilogue) {
+    const C: [&str; 4] = ["x", "y", "z", "w"];
+    let per_item = rows.per_item(spec);
+    let r_n = shape.rows_for(rows);
+    let cg = shape.groups;
+    let k16 = k4 / 4;
+    let _ = write!(
+        w,
+        "
+@compute @workgroup_size({MM_WG_X}, {wg_y})
+fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
+    let g = gid.x * {cg}u;
+    let n_rows = params.batch * {per_item}u;
+    let tile = gid.y * {r_n}u;
+    if (g >= {n4}u || tile >= n_rows) {{
+        return;
+    }}
+",
+        wg_y = shape.wg_y,
+    );
+    // Rows past the end of the batch re-read the last row; their results are dropped.
+    for t in 0..r_n {
+        let r = format!("min(tile + {t}u, n_rows - 1u)");
+        let _ = writeln!(w, "    let m{t} = {};", mem_row_expr(spec, rows, &r));
+        let _ = writeln!(w, "    let xb{t} = m{t} * {k16}u;");
+        for c in 0..cg {
+            let _ = writeln!(w, "    var a{t}_{c} = vec4<i32>(0i);");
+        }
+    }
+    let _ = writeln!(w, "    for (var kq = 0u; kq < {k16}u; kq++) {{\n        let wb = kq * {}u + g;", 4 * n4);
+    for kk in 0..4 {
+        for c in 0..cg {
+            let _ = writeln!(w, "        let w{kk}_{c} = in_b[wb + {}u];", kk * n4 + c);
+        }
+    }
+    for t in 0..r_n {
+        let _ = writeln!(w, "        let x{t} = in_a[xb{t} + kq];");
+        for c in 0..cg {
+            let sums: Vec<String> = C
+                .iter()
+                .map(|o| {
+                    (0..4).map(|kk| format!("dot4(x{t}.{}, w{kk}_{c}.{o})", C[kk])).collect::<Vec<_>>().join(" + ")
+                })
+                .collect();
+            let _ = writeln!(
+                w,
+                "        a{t}_{c} = a{t}_{c} + vec4<i32>(\n            {},\n        );",
+                sums.join(",\n            ")
+            );
+        }
+    }
+    w.push_str("    }\n");
+    for t in 0..r_n {
+        let _ = writeln!(w, "    if (tile + {t}u < n_rows) {{");
+        for c in 0..cg {
+            let acc = format!("a{t}_{c}");
+            match epi {
+                Epilogue::Act { shift, gelu } => {
+                    let lanes: Vec<String> = C
+                        .iter()
+                        .map(|comp| {
+                            let v = format!("clamp_i8(round_shift({acc}.{comp}, {shift}u))");
+                            if gelu {
+                                format!("bitcast<i32>(in_c[GELU_AT + u32({v} + 128i)])")
+                            } else {
+                                v
+                            }
+                        })
+                        .collect();
+                    let _ =
+                        writeln!(w, "        dst[m{t} * {n4}u + g + {c}u] = pack4(vec4<i32>({}));", lanes.join(", "));
+                }
+                Epilogue::Residual { shift } => {
+                    let _ = writeln!(w, "        let o{t}_{c} = m{t} * D + 4u * (g + {c}u);");
+                    for (l, comp) in C.iter().enumerate() {
+                        let _ = writeln!(
+                            w,
+                            "        dst[o{t}_{c} + {l}u] = bitcast<u32>(clamp(bitcast<i32>(dst[o{t}_{c} + {l}u]) + round_shift({acc}.{comp}, {shift}u), -RESIDUAL_MAX, RESIDUAL_MAX));"
+                        );
+                    }
+                }
+            }
+        }
+        w.push_str("    }\n");
+    }
+    w.push_str("}\n");
+}
+
+/// A matrix product `dst = epilogue(src · Wᵀ)`: `in_a` holds the packed int8 input
 /// rows (`k4` words each), `in_b` the weights packed k-major (word `k * n4 * 4 + 4 g
 /// + t` holds inputs `4k..4k+4` of output `4g + t`, so the four outputs of one
 /// invocation are one contiguous 16-byte load). Each invocation computes 4 outputs
-/// for [`MM_ROWS`] rows.
+/// for `shape.rows` rows: the kernel for GPUs ([`MmShape::GPU`]).
 #[allow(clippy::too_many_arguments)]
-fn matmul(w: &mut String, spec: &ModelSpec, name: &str, rows: Rows, k4: u32, n4: u32, epi: Epilogue) {
+fn matmul_words(
+    w: &mut String,
+    spec: &ModelSpec,
+    shape: MmShape,
+    name: &str,
+    rows: Rows,
+    k4: u32,
+    n4: u32,
+    epi: Epilogue,
+) {
+    let (mm_rows, mm_wg_y) = (shape.rows, shape.wg_y);
     let per_item = rows.per_item(spec);
     let _ = write!(
         w,
         "
-@compute @workgroup_size({MM_WG_X}, {MM_WG_Y})
+@compute @workgroup_size({MM_WG_X}, {mm_wg_y})
 fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let g = gid.x;
     let n_rows = params.batch * {per_item}u;
-    let tile = gid.y * {MM_ROWS}u;
+    let tile = gid.y * {mm_rows}u;
     if (g >= {n4}u || tile >= n_rows) {{
         return;
     }}
 "
     );
     // Rows past the end of the batch re-read the last row; their results are dropped.
-    for t in 0..MM_ROWS {
+    for t in 0..mm_rows {
         let r = format!("min(tile + {t}u, n_rows - 1u)");
         let _ = writeln!(w, "    let m{t} = {};", mem_row_expr(spec, rows, &r));
         let _ = writeln!(w, "    let xb{t} = m{t} * {k4}u;");
@@ -423,7 +623,7 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
         let w3 = in_b[wb + 3u];
 "
     );
-    for t in 0..MM_ROWS {
+    for t in 0..mm_rows {
         let _ = writeln!(
             w,
             "        let x{t} = in_a[xb{t} + k];
@@ -431,7 +631,7 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
         );
     }
     w.push_str("    }\n");
-    for t in 0..MM_ROWS {
+    for t in 0..mm_rows {
         let _ = writeln!(w, "    if (tile + {t}u < n_rows) {{");
         match epi {
             Epilogue::Act { shift, gelu } => {
@@ -463,12 +663,12 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
     w.push_str("}\n");
 }
 
-/// Causal multi-head attention (`tpow_core::forward::attention`), one invocation per
-/// (item, head, query position). `in_a` holds the q|k|v rows (QKV4 words each), `dst`
+/// Causal multi-head attention (`tpow_core::forward::attention`) for GPUs, one
+/// invocation per (item, head, query position). `in_a` holds the q|k|v rows (QKV4 words each), `dst`
 /// the packed attention output (D4 words per row). The scores are recomputed in each
 /// of the three passes (max, sum, weighted values) instead of being stored: that keeps
 /// the per-invocation state to a q row and HD accumulators for any `seq_len`.
-fn attention(w: &mut String, spec: &ModelSpec, rows: Rows) {
+fn attention_per_query(w: &mut String, spec: &ModelSpec, rows: Rows) {
     let per_item = rows.per_item(spec);
     let first = spec.seq_len - per_item;
     let log2_ri = log2(per_item);
@@ -542,13 +742,134 @@ fn attn_score(q: array<u32, HD4>, kb: u32) -> i32 {
     }
 }
 
+/// Query positions per attention invocation: each key and value word loaded serves
+/// this many queries (at most 64 accumulators of 4 lanes per invocation).
+pub(crate) fn attn_queries(spec: &ModelSpec, rows: Rows, shape: MmShape) -> u32 {
+    if !shape.blocks {
+        return 1;
+    }
+    let hd4 = spec.d_model / spec.n_heads / 4;
+    rows.per_item(spec).min(if hd4 <= 8 { 4 } else { 2 })
+}
+
+/// Causal multi-head attention (`tpow_core::forward::attention`), one invocation per
+/// (item, head, block of [`attn_queries`] consecutive query positions). `in_a` holds
+/// the q|k|v rows (QKV4 words each), `dst` the packed attention output (D4 words per
+/// row). Three passes over the keys (max, sum, weighted values) recompute the scores
+/// instead of storing them, which keeps the state to the queries and HD accumulators
+/// per query for any `seq_len`; every key and value word loaded serves all the
+/// queries of the block (the loads, not the arithmetic, are what a software adapter
+/// pays for). A key after a query's position is masked by giving it the exponent
+/// 256, whose weight `exp2_weight` makes exactly 0, so the sums and the max are the
+/// reference's.
+fn attention(w: &mut String, spec: &ModelSpec, rows: Rows) {
+    let per_item = rows.per_item(spec);
+    let first = spec.seq_len - per_item;
+    let qn = attn_queries(spec, rows, MmShape::CPU);
+    let blocks = per_item / qn;
+    let log2_b = log2(blocks);
+    let hd4 = spec.d_model / spec.n_heads / 4;
+    let name = format!("attn_{}", rows.suffix());
+    let _ = write!(
+        w,
+        "
+@compute @workgroup_size(64)
+fn {name}(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+    let idx = linear_id(gid, nwg);
+    if (idx >= params.batch * NH * {blocks}u) {{
+        return;
+    }}
+    let i0 = {first}u + (idx & {b_mask}u) * {qn}u;
+    let h = (idx >> {log2_b}u) & (NH - 1u);
+    let item = (idx >> ({log2_b}u + LOG2_NH)) * S;
+    let kb = item * QKV4 + D4 + h * HD4;
+    let end = i0 + {qn}u;
+",
+        b_mask = blocks - 1,
+    );
+    for q in 0..qn {
+        let _ = writeln!(w, "    let qb{q} = (item + i0 + {q}u) * QKV4 + h * HD4;");
+        for c in 0..hd4 {
+            let _ = writeln!(w, "    let q{q}_{c} = in_a[qb{q} + {c}u];");
+        }
+    }
+    // Loads key j's words and its score against each query into s{q}.
+    let scores = |w: &mut String| {
+        let _ = writeln!(w, "        let kj = kb + j * QKV4;");
+        for c in 0..hd4 {
+            let _ = writeln!(w, "        let k{c} = in_a[kj + {c}u];");
+        }
+        for q in 0..qn {
+            let terms: Vec<String> = (0..hd4).map(|c| format!("dot4(q{q}_{c}, k{c})")).collect();
+            let _ = writeln!(w, "        let s{q} = {};", terms.join(" + "));
+        }
+    };
+    // Exponent of key j's weight for query q; 256 (weight 0) past the query.
+    let exponent = |q: u32| format!("select(256i, (mx{q} - s{q}) >> SCORE_SHIFT, j <= i0 + {q}u)");
+    // Pass 1: the max over keys 0..=i of each query (key 0 is never masked).
+    for q in 0..qn {
+        let _ = writeln!(w, "    var mx{q} = -2147483647i - 1i;");
+    }
+    w.push_str("    for (var j = 0u; j < end; j++) {\n");
+    scores(w);
+    for q in 0..qn {
+        let _ = writeln!(w, "        mx{q} = select(mx{q}, max(mx{q}, s{q}), j <= i0 + {q}u);");
+    }
+    w.push_str("    }\n");
+    // Pass 2: the sums of the weights.
+    for q in 0..qn {
+        let _ = writeln!(w, "    var sum{q} = 0i;");
+    }
+    w.push_str("    for (var j = 0u; j < end; j++) {\n");
+    scores(w);
+    for q in 0..qn {
+        let _ = writeln!(w, "        sum{q} = sum{q} + exp2_weight({});", exponent(q));
+    }
+    w.push_str("    }\n");
+    // Pass 3: probabilities times values.
+    for q in 0..qn {
+        let _ = writeln!(w, "    let r{q} = bitcast<i32>(udiv(1u << 30u, bitcast<u32>(sum{q})));");
+        for c in 0..hd4 {
+            let _ = writeln!(w, "    var acc{q}_{c} = vec4<i32>(0i);");
+        }
+    }
+    w.push_str("    for (var j = 0u; j < end; j++) {\n");
+    scores(w);
+    let _ = writeln!(w, "        let vb = (item + j) * QKV4 + 2u * D4 + h * HD4;");
+    for c in 0..hd4 {
+        let _ = writeln!(w, "        let v{c} = in_a[vb + {c}u];");
+        let _ = writeln!(
+            w,
+            "        let vu{c} = vec4<i32>(lane(v{c}, 0u), lane(v{c}, 1u), lane(v{c}, 2u), lane(v{c}, 3u));"
+        );
+    }
+    for q in 0..qn {
+        let _ =
+            writeln!(w, "        let p{q} = min((exp2_weight({}) * r{q} + (1i << 22u)) >> 23u, 127i);", exponent(q));
+        for c in 0..hd4 {
+            let _ = writeln!(w, "        acc{q}_{c} = acc{q}_{c} + p{q} * vu{c};");
+        }
+    }
+    w.push_str("    }\n");
+    for q in 0..qn {
+        let _ = writeln!(w, "    let ob{q} = (item + i0 + {q}u) * D4 + h * HD4;");
+        for c in 0..hd4 {
+            let _ = writeln!(
+                w,
+                "    dst[ob{q} + {c}u] = pack4(vec4<i32>(clamp_i8(round_shift(acc{q}_{c}.x, PROB_BITS)), clamp_i8(round_shift(acc{q}_{c}.y, PROB_BITS)), clamp_i8(round_shift(acc{q}_{c}.z, PROB_BITS)), clamp_i8(round_shift(acc{q}_{c}.w, PROB_BITS))));"
+            );
+        }
+    }
+    w.push_str("}\n");
+}
+
 /// A small module exercising `udiv` and `isqrt` on the GPU: `dst[2i] =
 /// udiv(in_a[2i], in_a[2i+1])`, `dst[2i+1] = isqrt(in_a[2i])`.
 #[cfg(test)]
 pub(crate) fn arith_test_module() -> String {
     let mut w = String::new();
     let _ = writeln!(w, "const LINEAR_WG: u32 = 64u;\nconst ACT_MAX: i32 = 127i;\nconst POW2_AT: u32 = {POW2_AT}u;");
-    w.push_str(COMMON);
+    w.push_str(&COMMON.replace("{BINDINGS}", BINDINGS));
     w.push_str(
         "
 @compute @workgroup_size(64)
