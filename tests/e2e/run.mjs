@@ -178,14 +178,22 @@ try {
   check(failed === 0, `no header marked failed (${failed})`);
   const engine = await page.textContent('[data-testid=engine]');
   log(`verifier engine: ${engine}; example row: ${verified[0]}`);
+  // The mode follows the network: a short devnet is verified in full (mainnet is
+  // always sampled: www/src/chain.rs SyncMode::choose, unit-tested there).
+  const security = await page.textContent('[data-testid=security]');
+  check(/every header's forward pass .*\(full sync\)/.test(security ?? ''), `a short devnet is synced in full: guarantee "${security}"`);
   const nodesText = await page.textContent('[data-testid=nodes]');
   check(nodesText.split('online').length - 1 === 2, `both nodes listed online: ${nodesText}`);
   await page.screenshot({ path: join(shots, 'chain.png'), fullPage: true });
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
-  // The phone page verifies on the CPU (?gpu=0): the simd128 kernel in the page.
-  await phone.goto(`${pageUrl}&gpu=0`);
+  // The phone page verifies on the CPU (?gpu=0): the simd128 kernel in the page;
+  // sampled (?sync=sampled), the mode mainnet always uses.
+  await phone.goto(`${pageUrl}&gpu=0&sync=sampled`);
   await until('the phone page to catch up', async () => (await phone.textContent('[data-testid=sync-text]'))?.includes('(100 %)'), 120_000);
+  const phoneSecurity = await phone.textContent('[data-testid=security]');
+  check((phoneSecurity ?? '').startsWith('2^-50 against an attacker with < 50 % of the work'),
+    `a sampled sync shows the security level it verified to: "${phoneSecurity}"`);
   const phoneEngine = await phone.textContent('[data-testid=engine]');
   check(/CPU \(wasm simd128/.test(phoneEngine ?? ''), `?gpu=0 verifies every header on the CPU with the simd128 kernel (${phoneEngine})`);
   const phoneFailed = await phone.$$eval('[data-testid=headers] tr[data-status=failed]', (r) => r.length);

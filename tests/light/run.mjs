@@ -1,7 +1,7 @@
 // Browser end-to-end test of the light client (pkg/) against a real devnet node,
 // in headless Chromium driven by playwright-core:
 //   node tests/light/run.mjs [--blocks N] [--bench] [--require-webgpu] [--node-bin PATH]
-//                            [--data-dir DIR] [--mine-secs S] [--no-full] [--runs N]
+//                            [--data-dir DIR] [--mine-secs S] [--no-full] [--no-mine] [--runs N]
 // It starts `tpow-node run` (devnet, genesis a day back so mining is cheap), a
 // lying node (a proxy that inflates the announced work and forges the tip's
 // output digest), serves pkg/ and page.html, then in the page: syncs with WebGPU
@@ -18,6 +18,9 @@
 //   --mine-secs S    stop mining after S seconds even below --blocks (a chain as long
 //                    as S seconds of mining give)
 //   --no-full        skip the full sync (long chains)
+//   --no-mine        serve DIR as it is, mining nothing (a chain written by
+//                    `sync_bench --generate-only DIR`); --blocks defaults to its height
+// --bench also times a sampled cold sync on WebGPU against the honest node alone.
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -31,7 +34,8 @@ const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(n);
 const opt = (n, d) => (argv.includes(n) ? argv[argv.indexOf(n) + 1] : d);
 const BENCH = flag("--bench");
-const BLOCKS = Number(opt("--blocks", BENCH ? "10000" : "300"));
+const NO_MINE = flag("--no-mine");
+let BLOCKS = Number(opt("--blocks", BENCH ? "10000" : "300"));
 const NODE_BIN = opt("--node-bin", path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "debug/tpow-node"));
 const REQUIRE_WEBGPU = flag("--require-webgpu");
 const DATA_DIR = opt("--data-dir", null);
@@ -118,18 +122,25 @@ const dir = DATA_DIR ? (fs.mkdirSync(DATA_DIR, { recursive: true }), DATA_DIR) :
 const genesisFile = path.join(dir, "genesis-ms");
 const genesis = fs.existsSync(genesisFile) ? Number(fs.readFileSync(genesisFile, "utf8")) : Date.now() - 86_400_000;
 fs.writeFileSync(genesisFile, String(genesis));
-let node = await startNode(dir, genesis, true);
-log("node", node.url, "mining to height", BLOCKS);
+if (NO_MINE && !DATA_DIR) throw new Error("--no-mine needs --data-dir");
+let node = await startNode(dir, genesis, !NO_MINE);
+if (NO_MINE && !argv.includes("--blocks")) BLOCKS = (await tipOf(node.url)).height;
+log("node", node.url, NO_MINE ? "serving height" : "mining to height", BLOCKS);
 const t0 = Date.now();
 for (;;) {
+  if (NO_MINE) {
+    const h = (await tipOf(node.url)).height;
+    if (h < BLOCKS) throw new Error(`--no-mine: ${dir} holds ${h} headers, fewer than --blocks ${BLOCKS}`);
+    break;
+  }
   const t = await tipOf(node.url);
   if (t.height >= BLOCKS) break;
   if (MINE_SECS && Date.now() - t0 > MINE_SECS * 1000) break;
   if (Date.now() - t0 > 1_800_000) throw new Error("mining too slow");
   await sleep(500);
 }
-log("mined", (await tipOf(node.url)).height, "blocks in", (Date.now() - t0) / 1000, "s");
-if (BENCH) {
+if (!NO_MINE) log("mined", (await tipOf(node.url)).height, "blocks in", (Date.now() - t0) / 1000, "s");
+if (BENCH && !NO_MINE) {
   // A still chain for stable numbers: restart the node without mining.
   node.child.kill("SIGKILL");
   await sleep(500);
@@ -232,7 +243,14 @@ const result = await page.evaluate(async ({ cfg, mainnet, devnetCase }) => {
     });
     check("follows a new tip over the WebSocket", got && got.height > start, got && got.height);
   } else {
-    // Cold full sync on the CPU worker and on WebGPU (sampled numbers above).
+    // Cold sampled sync on WebGPU against the honest node alone (above: with the liar).
+    if (gpu.backend === "web-gpu") {
+      const g = await LightClient.create({ ...base, nodes: [cfg.honest], persist: false, gpu: true });
+      t = performance.now();
+      const r = await g.sync();
+      out.sampledGpuHonest = { ms: performance.now() - t, passes: r.passes, bytes: r.bytes, height: r.tip.height, backends: [...new Set(g.recent().map((x) => x.backend))] };
+    }
+    // Cold full sync on the CPU worker (sampled numbers above).
     if (cfg.full) {
       const full = await LightClient.create({ ...base, nodes: [cfg.honest], persist: false, gpu: false, mode: "full" });
       t = performance.now();

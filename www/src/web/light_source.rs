@@ -1,6 +1,7 @@
 //! tpow-light as the chain view's only source: its `LightClient`
 //! syncs and verifies (FlyClient samples plus the newest headers, or every header
-//! in `full` mode), this module turns its state into [`ChainSnapshot`]s. Difficulty
+//! in `full` mode: [`SyncMode::choose`] picks by the network the node reports),
+//! this module turns its state into [`ChainSnapshot`]s. Difficulty
 //! and block-time charts read the node's JSON headers of the verified chain.
 
 use std::rc::Rc;
@@ -10,7 +11,7 @@ use tpow_core::target::CompactTarget;
 use tpow_light::{Backend, LightClient, LightOptions, NodeState as LightNode};
 
 use crate::api::Health;
-use crate::chain::{ChainSnapshot, HeaderRow, NodeState, NodeView, TipView, Verification};
+use crate::chain::{ChainSnapshot, HeaderRow, NodeState, NodeView, SyncMode, TipView, Verification};
 use crate::units::difficulty;
 use crate::web::net::{get_json, sleep_ms};
 
@@ -46,12 +47,19 @@ fn backend_label(b: Backend, adapter: &Option<String>) -> String {
     }
 }
 
-/// Whether the page's query string has `name=value` (`?gpu=0` verifies on the CPU
+/// The value of `name` in the page's query string (`?gpu=0` verifies on the CPU
 /// even where WebGPU exists: with `?kernel=portable` too, the tests cover both
-/// wasm builds' verifier).
-fn query_flag(name: &str, value: &str) -> bool {
+/// wasm builds' verifier; `?sync=full|sampled` overrides the mode).
+fn query_value(name: &str) -> Option<String> {
     let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
-    search.trim_start_matches('?').split('&').any(|kv| kv.split_once('=') == Some((name, value)))
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+}
+
+fn query_flag(name: &str, value: &str) -> bool {
+    query_value(name).as_deref() == Some(value)
 }
 
 fn diff_of(bits: u32) -> f64 {
@@ -70,11 +78,11 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
         return;
     }
     emit(snap.clone());
-    // The chain's name, from the first node that answers.
-    let chain = 'found: loop {
+    // The chain's name and height, from the first node that answers.
+    let (chain, height) = 'found: loop {
         for u in &urls {
             if let Ok(h) = get_json::<Health>(&format!("{u}/api/health")).await {
-                break 'found h.chain;
+                break 'found (h.chain, h.height);
             }
         }
         snap.notice = Some("No node is reachable; retrying every 2 s.".into());
@@ -82,21 +90,19 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
         sleep_ms(2_000).await;
     };
     snap.chain = chain.clone();
+    // Mainnet: always sampled. Devnet: full while short (PROTOCOL.md §16, chain.rs).
+    let mode = SyncMode::choose(&chain, height, query_value("sync").as_deref());
     let options = LightOptions {
         nodes: urls.clone(),
         chain,
-        mode: "full".into(),
+        mode: mode.as_str().into(),
         persist: false,
         gpu: !query_flag("gpu", "0"),
         ..LightOptions::default()
     };
-    snap.security = match options.mode.as_str() {
-        "full" => "every header's forward pass re-run in this tab".into(),
-        _ => format!(
-            "FlyClient sample: fooled with probability at most 2^-{} by an attacker with less than 50 % of the work",
-            options.security_bits
-        ),
-    };
+    // Shown once a sync has verified a chain to that level.
+    let guarantee = mode.guarantee(options.last, options.security_bits);
+    snap.security = format!("verifying ({} sync)…", mode.as_str());
     let client = loop {
         match LightClient::new(options.clone()).await {
             Ok(c) => break c,
@@ -114,6 +120,9 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
             (Ok(_), Some(g)) => Some(format!("WebGPU is unavailable ({g}); verifying on the CPU (wasm) instead.")),
             (Ok(_), None) => None,
         };
+        if result.is_ok() {
+            snap.security = guarantee.clone();
+        }
         fill(&client, &mut snap).await;
         emit(snap.clone());
         sleep_ms(1_000).await;

@@ -9,6 +9,18 @@
 //! cargo build --release -p tpow-node --no-default-features --bin tpow-node --example sync_bench
 //! target/release/examples/sync_bench --blocks 20000 --node target/release/tpow-node --cpus 0 --cpus 0,1
 //! ```
+//!
+//! `--generate-only DIR` writes the chain into the data dir `DIR` (replacing it)
+//! and stops (no sync runs): `DIR/genesis-ms` holds the genesis time, the form
+//! `tests/light/run.mjs --data-dir DIR --no-mine` serves. `--max-secs S` stops
+//! generating after `S` seconds with the blocks made so far (the chain is as long
+//! as the machine mined in that time; the count is printed). 100,000 headers took
+//! 156 s on one thread of a loaded 2-core machine:
+//!
+//! ```text
+//! target/release/examples/sync_bench --blocks 100000 --generate-only /tmp/chain100k
+//! node tests/light/run.mjs --bench --no-mine --no-full --data-dir /tmp/chain100k --node-bin target/release/tpow-node
+//! ```
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,6 +40,8 @@ struct Args {
     node: PathBuf,
     cpus: Vec<String>,
     work: PathBuf,
+    generate_only: Option<PathBuf>,
+    max_secs: Option<f64>,
 }
 
 fn args() -> Result<Args> {
@@ -36,6 +50,8 @@ fn args() -> Result<Args> {
         node: PathBuf::from("target/release/tpow-node"),
         cpus: Vec::new(),
         work: std::env::temp_dir().join("tpow-sync-bench"),
+        generate_only: None,
+        max_secs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -45,6 +61,8 @@ fn args() -> Result<Args> {
             "--node" => a.node = v.into(),
             "--cpus" => a.cpus.push(v),
             "--work" => a.work = v.into(),
+            "--generate-only" => a.generate_only = Some(v.into()),
+            "--max-secs" => a.max_secs = Some(v.parse()?),
             _ => bail!("unknown argument {k}"),
         }
     }
@@ -59,13 +77,22 @@ fn now_ms() -> u64 {
 }
 
 /// Mines `n` blocks on a devnet with genesis time `genesis`, stamped every 2 s
-/// from `genesis + 600 s` (late enough for ASERT's easiest target).
-fn generate(params: &ChainParams, n: u64) -> Result<Vec<(Header, Body)>> {
+/// from `genesis + 600 s` (late enough for ASERT's easiest target); fewer if
+/// `deadline` passes first.
+fn generate(params: &ChainParams, n: u64, deadline: Option<Instant>) -> Result<Vec<(Header, Body)>> {
     let mut chain = HeaderChain::new(params.clone())?;
     let key = [7u8; 32];
     let stop = AtomicBool::new(false);
     let mut out = Vec::with_capacity(n as usize);
+    let started = Instant::now();
     for i in 0..n {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            eprintln!("--max-secs reached after {i} blocks");
+            break;
+        }
+        if i > 0 && i % 10_000 == 0 {
+            eprintln!("{i} blocks in {:.1}s", started.elapsed().as_secs_f64());
+        }
         let t = params.genesis_timestamp_ms + 600_000 + 2_000 * i;
         let height = chain.height() + 1;
         let body = Body::coinbase_only(height, key);
@@ -211,8 +238,18 @@ fn main() -> Result<()> {
     let genesis = now_ms() - 600_000 - 2_000 * a.blocks - 60_000;
     let params = ChainParams::devnet().with_genesis_time(genesis)?;
     let started = Instant::now();
-    let blocks = generate(&params, a.blocks)?;
+    let deadline = a.max_secs.map(|s| started + Duration::from_secs_f64(s));
+    let blocks = generate(&params, a.blocks, deadline)?;
     println!("generated {} blocks in {:.1}s", blocks.len(), started.elapsed().as_secs_f64());
+    if let Some(dir) = &a.generate_only {
+        write_data_dir(dir, &params, &blocks)?;
+        std::fs::write(dir.join("genesis-ms"), genesis.to_string())?;
+        println!("wrote {} (genesis {genesis} ms):", dir.display());
+        println!("  tpow-node run --chain devnet --data-dir {} --genesis-time-ms {genesis}", dir.display());
+        println!("  node tests/light/run.mjs --bench --no-mine --data-dir {} --node-bin ...", dir.display());
+        return Ok(());
+    }
+    let blocks_n = blocks.len() as u64;
     let (derive, pass) = costs(&params, &blocks)?;
     println!("one thread: derivation {:.3} ms, forward pass {:.3} ms (devnet)", derive * 1e3, pass * 1e3);
     let tip = blocks.last().map(|(h, _)| h.id()).context("no blocks")?;
@@ -236,7 +273,7 @@ fn main() -> Result<()> {
             let t0 = Instant::now();
             let (_client, http, _) = start_node(&a.node, &dir, genesis, Some(cpus), &extra)?;
             let deadline = t0 + Duration::from_secs(1_800);
-            while height(&http) < a.blocks {
+            while height(&http) < blocks_n {
                 if Instant::now() > deadline {
                     bail!("sync did not finish; see {}", dir.join("node.log").display());
                 }
@@ -246,8 +283,8 @@ fn main() -> Result<()> {
             println!(
                 "| {cpus} | {} | {} | {secs:.2} | {:.0} | {:.0} | {:.2} | {:.2} |",
                 if assume { "tip" } else { "off" },
-                a.blocks,
-                a.blocks as f64 / secs,
+                blocks_n,
+                blocks_n as f64 / secs,
                 metric(&http, "tpow_verification_forward_passes_total"),
                 metric(&http, "tpow_verification_derive_seconds_total"),
                 metric(&http, "tpow_verification_pass_seconds_total"),
