@@ -449,6 +449,10 @@ function __wbg_get_imports() {
             const ret = arg0.error;
             return ret;
         },
+        __wbg_features_b650c8412d082ef1: function(arg0) {
+            const ret = arg0.features;
+            return ret;
+        },
         __wbg_finish_49529a046631ad9a: function(arg0) {
             const ret = arg0.finish();
             return ret;
@@ -494,6 +498,10 @@ function __wbg_get_imports() {
         },
         __wbg_gpu_aa311a9494720027: function(arg0) {
             const ret = arg0.gpu;
+            return ret;
+        },
+        __wbg_has_47b8eb16db92789a: function(arg0, arg1, arg2) {
+            const ret = arg0.has(getStringFromWasm0(arg1, arg2));
             return ret;
         },
         __wbg_headers_5fc0106c076eb731: function(arg0) {
@@ -833,7 +841,7 @@ function __wbg_get_imports() {
                     const a = state0.a;
                     state0.a = 0;
                     try {
-                        return wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48(a, state0.b, arg0, arg1);
+                        return wasm_bindgen__convert__closures_____invoke__h22a0035bee6af1a4(a, state0.b, arg0, arg1);
                     } finally {
                         state0.a = a;
                     }
@@ -867,7 +875,7 @@ function __wbg_get_imports() {
                     const a = state0.a;
                     state0.a = 0;
                     try {
-                        return wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48(a, state0.b, arg0, arg1);
+                        return wasm_bindgen__convert__closures_____invoke__h22a0035bee6af1a4(a, state0.b, arg0, arg1);
                     } finally {
                         state0.a = a;
                     }
@@ -1264,48 +1272,48 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 197, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 199, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__haca3d69bf42e0d14);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 7, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 7, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_19);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 137, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h799959af17579079);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDevice")], shim_idx: 138, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 135, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUDeviceLostInfo")], shim_idx: 140, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 135, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("GPUUncapturedErrorEvent")], shim_idx: 140, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb_22);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 7, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_23);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23);
             return ret;
         },
         __wbindgen_generic_0000000000000008: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 137, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h799959af17579079_24);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("any")], shim_idx: 138, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24);
             return ret;
         },
         __wbindgen_generic_0000000000000009: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 137, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h799959af17579079_25);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("undefined")], shim_idx: 138, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25);
             return ret;
         },
         __wbindgen_generic_000000000000000a: function(arg0) {
@@ -1343,56 +1351,56 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_19(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_19(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_19(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hdaf4fbf0d7610041_22(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb_22(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h5503fb4bfb4569eb_22(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_23(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h935dc2e54a570235_23(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h00224f60934d13ed_23(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h54ed1f24395b096b(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__haca3d69bf42e0d14(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__haca3d69bf42e0d14(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h799959af17579079(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h799959af17579079(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h799959af17579079_24(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h799959af17579079_24(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_24(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h799959af17579079_25(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h799959af17579079_25(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h4ef0b9c444202ea2_25(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48(arg0, arg1, arg2, arg3) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h53b22677c3591d48(arg0, arg1, arg2, arg3);
+function wasm_bindgen__convert__closures_____invoke__h22a0035bee6af1a4(arg0, arg1, arg2, arg3) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h22a0035bee6af1a4(arg0, arg1, arg2, arg3);
 }
 
 

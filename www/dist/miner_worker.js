@@ -470,6 +470,10 @@ let wasm_bindgen = (function(exports) {
                 const ret = arg0.error;
                 return ret;
             },
+            __wbg_features_b650c8412d082ef1: function(arg0) {
+                const ret = arg0.features;
+                return ret;
+            },
             __wbg_fetch_41d29a2b2428e0c7: function(arg0, arg1) {
                 const ret = arg0.fetch(arg1);
                 return ret;
@@ -531,6 +535,10 @@ let wasm_bindgen = (function(exports) {
             },
             __wbg_gpu_aa311a9494720027: function(arg0) {
                 const ret = arg0.gpu;
+                return ret;
+            },
+            __wbg_has_47b8eb16db92789a: function(arg0, arg1, arg2) {
+                const ret = arg0.has(getStringFromWasm0(arg1, arg2));
                 return ret;
             },
             __wbg_headers_5fc0106c076eb731: function(arg0) {
@@ -1043,6 +1051,9 @@ let wasm_bindgen = (function(exports) {
             __wbg_setBindGroup_09aa10258bd4dc11: function(arg0, arg1, arg2) {
                 arg0.setBindGroup(arg1 >>> 0, arg2);
             },
+            __wbg_setBindGroup_0e4a7b8b254673b9: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4, arg5, arg6) {
+                arg0.setBindGroup(arg1 >>> 0, arg2, getArrayU32FromWasm0(arg3, arg4), arg5, arg6 >>> 0);
+            }, arguments); },
             __wbg_setPipeline_1368374122476dc8: function(arg0, arg1) {
                 arg0.setPipeline(arg1);
             },
@@ -1130,6 +1141,9 @@ let wasm_bindgen = (function(exports) {
             __wbg_set_label_1d7c053bc726e08f: function(arg0, arg1, arg2) {
                 arg0.label = getStringFromWasm0(arg1, arg2);
             },
+            __wbg_set_label_1e431973068c0ea4: function(arg0, arg1, arg2) {
+                arg0.label = getStringFromWasm0(arg1, arg2);
+            },
             __wbg_set_label_2d3e4456ff9a120a: function(arg0, arg1, arg2) {
                 arg0.label = getStringFromWasm0(arg1, arg2);
             },
@@ -1159,6 +1173,9 @@ let wasm_bindgen = (function(exports) {
             },
             __wbg_set_layout_bfddc4788acb0736: function(arg0, arg1) {
                 arg0.layout = arg1;
+            },
+            __wbg_set_layout_gpu_auto_layout_mode_89827b74212f80b4: function(arg0, arg1) {
+                arg0.layout = __wbindgen_enum_GpuAutoLayoutMode[arg1];
             },
             __wbg_set_mapped_at_creation_a4cd55019116b792: function(arg0, arg1) {
                 arg0.mappedAtCreation = arg1 !== 0;
@@ -1493,6 +1510,9 @@ let wasm_bindgen = (function(exports) {
     }
 
 
+    const __wbindgen_enum_GpuAutoLayoutMode = ["auto"];
+
+
     const __wbindgen_enum_GpuBufferBindingType = ["uniform", "storage", "read-only-storage"];
 
 
@@ -1606,6 +1626,11 @@ let wasm_bindgen = (function(exports) {
         return result;
     }
 
+    function getArrayU32FromWasm0(ptr, len) {
+        ptr = ptr >>> 0;
+        return getUint32ArrayMemory0().subarray(ptr / 4, ptr / 4 + len);
+    }
+
     function getArrayU8FromWasm0(ptr, len) {
         ptr = ptr >>> 0;
         return getUint8ArrayMemory0().subarray(ptr / 1, ptr / 1 + len);
@@ -1622,6 +1647,14 @@ let wasm_bindgen = (function(exports) {
     function getStringFromWasm0(ptr, len) {
         ptr = ptr >>> 0;
         return decodeText(getUint8ArrayMemory0().subarray(ptr, ptr + len));
+    }
+
+    let cachedUint32ArrayMemory0 = null;
+    function getUint32ArrayMemory0() {
+        if (cachedUint32ArrayMemory0 === null || cachedUint32ArrayMemory0.byteLength === 0) {
+            cachedUint32ArrayMemory0 = new Uint32Array(wasm.memory.buffer);
+        }
+        return cachedUint32ArrayMemory0;
     }
 
     let cachedUint8ArrayMemory0 = null;
@@ -1750,6 +1783,7 @@ let wasm_bindgen = (function(exports) {
         wasm = instance.exports;
         wasmModule = module;
         cachedDataViewMemory0 = null;
+        cachedUint32ArrayMemory0 = null;
         cachedUint8ArrayMemory0 = null;
         wasm.__wbindgen_start();
         return wasm;
