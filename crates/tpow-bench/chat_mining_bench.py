@@ -87,10 +87,12 @@ def run_mode(node, name, extra, runs, max_tokens, users_list, idle_p50):
         cmd = [node, "run", "--chain", "devnet", "--data-dir", d, "--http", "127.0.0.1:0",
                "--p2p", "/ip4/127.0.0.1/tcp/0", "--no-web",
                "--model", os.path.join(ROOT, "models/SmolLM2-135M-Instruct.Q4_1.gguf")] + extra
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         try:
             addr_file = os.path.join(d, "http-addr")
             while not os.path.exists(addr_file) or not open(addr_file).read().strip():
+                if proc.poll() is not None:
+                    raise SystemExit(f"the node exited with {proc.returncode}: {' '.join(cmd)}")
                 time.sleep(0.1)
             base = "http://" + open(addr_file).read().strip()
             while True:
