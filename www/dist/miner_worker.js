@@ -613,6 +613,16 @@ let wasm_bindgen = (function(exports) {
                 const ret = result;
                 return ret;
             },
+            __wbg_instanceof_Map_0b4fc8b62e73f163: function(arg0) {
+                let result;
+                try {
+                    result = arg0 instanceof Map;
+                } catch (_) {
+                    result = false;
+                }
+                const ret = result;
+                return ret;
+            },
             __wbg_instanceof_Promise_59148c6049d0e3a0: function(arg0) {
                 let result;
                 try {
@@ -1423,17 +1433,22 @@ let wasm_bindgen = (function(exports) {
                 const ret = arg0;
                 return ret;
             },
-            __wbindgen_generic_000000000000000c: function(arg0, arg1) {
+            __wbindgen_generic_000000000000000c: function(arg0) {
+                // Cast intrinsic for `I64 -> Externref`.
+                const ret = arg0;
+                return ret;
+            },
+            __wbindgen_generic_000000000000000d: function(arg0, arg1) {
                 // Cast intrinsic for `Ref(Slice(U8)) -> NamedExternref("Uint8Array")`.
                 const ret = getArrayU8FromWasm0(arg0, arg1);
                 return ret;
             },
-            __wbindgen_generic_000000000000000d: function(arg0, arg1) {
+            __wbindgen_generic_000000000000000e: function(arg0, arg1) {
                 // Cast intrinsic for `Ref(String) -> Externref`.
                 const ret = getStringFromWasm0(arg0, arg1);
                 return ret;
             },
-            __wbindgen_generic_000000000000000e: function(arg0) {
+            __wbindgen_generic_000000000000000f: function(arg0) {
                 // Cast intrinsic for `U64 -> Externref`.
                 const ret = BigInt.asUintN(64, arg0);
                 return ret;

@@ -18,6 +18,7 @@
 //! APIs and the security argument for sampled headers.
 
 pub mod client;
+pub mod engine_race;
 pub mod error;
 pub mod flyclient;
 pub mod nodes;
@@ -41,4 +42,4 @@ pub use nodes::{NodeState, NodeStatus};
 pub use wire::TipClaim;
 
 #[cfg(target_arch = "wasm32")]
-pub use wasm::{LightClient, LightOptions};
+pub use wasm::{GpuUse, LightClient, LightOptions};

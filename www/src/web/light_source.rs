@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use tpow_core::target::CompactTarget;
-use tpow_light::{Backend, LightClient, LightOptions, NodeState as LightNode};
+use tpow_light::engine_race::RACE_ROUNDS;
+use tpow_light::{Backend, GpuUse, LightClient, LightOptions, NodeState as LightNode};
 
 use crate::api::Health;
 use crate::chain::{ChainSnapshot, HeaderRow, NodeState, NodeView, SyncMode, TipView, Verification};
@@ -49,17 +50,15 @@ fn backend_label(b: Backend, adapter: &Option<String>) -> String {
 
 /// The value of `name` in the page's query string (`?gpu=0` verifies on the CPU
 /// even where WebGPU exists: with `?kernel=portable` too, the tests cover both
-/// wasm builds' verifier; `?sync=full|sampled` overrides the mode).
+/// wasm builds' verifier; `?gpu=1` keeps WebGPU whatever its speed; by default the
+/// first headers race WebGPU against the CPU and the faster is kept;
+/// `?sync=full|sampled` overrides the mode).
 fn query_value(name: &str) -> Option<String> {
     let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
     search
         .trim_start_matches('?')
         .split('&')
         .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
-}
-
-fn query_flag(name: &str, value: &str) -> bool {
-    query_value(name).as_deref() == Some(value)
 }
 
 fn diff_of(bits: u32) -> f64 {
@@ -97,7 +96,11 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
         chain,
         mode: mode.as_str().into(),
         persist: false,
-        gpu: !query_flag("gpu", "0"),
+        gpu: match query_value("gpu").as_deref() {
+            Some("0") => GpuUse::Off,
+            Some("1") => GpuUse::On,
+            _ => GpuUse::Auto,
+        },
         ..LightOptions::default()
     };
     // Shown once a sync has verified a chain to that level.
@@ -132,6 +135,15 @@ async fn run(urls: Vec<String>, emit: Rc<dyn Fn(ChainSnapshot)>) {
 async fn fill(client: &LightClient, snap: &mut ChainSnapshot) {
     let tip = client.tip();
     snap.engine = backend_label(client.backend(), &client.adapter());
+    match client.engine_race() {
+        Some(((gpu_ms, cpu_ms), Some(_))) => {
+            let n = RACE_ROUNDS - 1;
+            snap.engine
+                .push_str(&format!(", the faster here (WebGPU {gpu_ms:.0} ms, CPU {cpu_ms:.0} ms on {n} headers)"));
+        }
+        Some((_, None)) => snap.engine.push_str(", racing WebGPU against the CPU"),
+        None => {}
+    }
     snap.verified_height = tip.height;
     snap.nodes = client
         .nodes()

@@ -26,8 +26,8 @@ export interface LightOptions {
   last?: number;
   /** Sampled mode: security level in bits (1..=128, default 50); the draw count follows from it (PROTOCOL.md §16). */
   securityBits?: number;
-  /** Use WebGPU when the browser offers an adapter (default true). */
-  gpu?: boolean;
+  /** WebGPU: `true` always first, `false` never, `"auto"` (default) raced against the CPU on the first three headers (digests compared), the faster kept: a software adapter loses to the simd128 kernel. */
+  gpu?: boolean | "auto";
   /** URL of `tpow_light_worker.js`: CPU passes then run in a Web Worker. */
   workerUrl?: string;
   /** Keep verified state in IndexedDB and resume from it (default true). */

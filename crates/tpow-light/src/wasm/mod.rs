@@ -22,7 +22,7 @@ use crate::client::{
 };
 use crate::error::LightError;
 use crate::nodes::NodeStatus;
-pub use platform::WebPlatform;
+pub use platform::{GpuUse, WebPlatform};
 
 /// Options of [`LightClient::new`] (the JS `LightClient.create` takes the same
 /// fields in camelCase).
@@ -45,8 +45,10 @@ pub struct LightOptions {
     /// by a minority escapes the sample with probability at most 2^−λ. The number
     /// of draws follows from it and the chain's work (PROTOCOL.md §16).
     pub security_bits: u32,
-    /// Use WebGPU when the browser offers an adapter (default true).
-    pub gpu: bool,
+    /// WebGPU: `true` always first, `false` never, `"auto"` (default) raced
+    /// against the CPU on the first headers, the faster kept ([`GpuUse`]).
+    #[serde(deserialize_with = "gpu_use")]
+    pub gpu: GpuUse,
     /// URL of `tpow_light_worker.js` to run CPU passes in a Web Worker; `None`
     /// runs them on the calling thread, yielding to the event loop between passes.
     pub worker_url: Option<String>,
@@ -58,6 +60,22 @@ pub struct LightOptions {
     pub checkpoint_id: Option<String>,
 }
 
+/// `gpu` in the options: a boolean or `"auto"`.
+fn gpu_use<'de, D: serde::Deserializer<'de>>(d: D) -> Result<GpuUse, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Flag(bool),
+        Word(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Flag(true) => Ok(GpuUse::On),
+        Raw::Flag(false) => Ok(GpuUse::Off),
+        Raw::Word(w) if w == "auto" => Ok(GpuUse::Auto),
+        Raw::Word(w) => Err(serde::de::Error::custom(format!("gpu: expected true, false or \"auto\", got {w:?}"))),
+    }
+}
+
 impl Default for LightOptions {
     fn default() -> Self {
         LightOptions {
@@ -67,7 +85,7 @@ impl Default for LightOptions {
             mode: "sampled".into(),
             last: 100,
             security_bits: tpow_core::flyclient::DEFAULT_SECURITY_BITS,
-            gpu: true,
+            gpu: GpuUse::Auto,
             worker_url: None,
             persist: true,
             checkpoint_height: None,
@@ -234,6 +252,12 @@ impl LightClient {
     /// The WebGPU adapter, if one is used.
     pub fn adapter(&self) -> Option<String> {
         self.inner.client.platform().adapter()
+    }
+
+    /// The WebGPU-against-CPU race (`gpu: "auto"`), if one runs: (WebGPU ms, CPU
+    /// ms) over its timed rounds, and the engine kept once it is over.
+    pub fn engine_race(&self) -> Option<((f64, f64), Option<Backend>)> {
+        self.inner.client.platform().race()
     }
 
     /// Why WebGPU is not in use, if it was tried and failed.

@@ -15,6 +15,7 @@ use wasm_bindgen::JsCast;
 
 use super::js::{has_webgpu, http_get, js_err, monotonic_ms, random_bytes, sleep_ms};
 use crate::client::{Backend, Platform};
+use crate::engine_race::{EngineRace, RaceOutcome};
 use crate::error::{EngineError, FetchError};
 
 type Reply = oneshot::Sender<Result<[u8; 32], String>>;
@@ -78,7 +79,21 @@ impl Drop for PassWorker {
     }
 }
 
-/// Which engines to try, in order: WebGPU, the worker, this thread.
+/// When forward passes may run on WebGPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuUse {
+    /// Never (the CPU only).
+    Off,
+    /// Race WebGPU against the CPU on the first headers and keep the faster
+    /// ([`EngineRace`]): a software adapter loses to the simd128 kernel.
+    #[default]
+    Auto,
+    /// Always first, whatever its speed (tests and benchmarks of the GPU path).
+    On,
+}
+
+/// Which engines to try, in order: WebGPU, the worker, this thread; with
+/// [`GpuUse::Auto`], WebGPU only if it won the race.
 pub struct WebPlatform {
     gpu: RefCell<Option<GpuVerifier>>,
     adapter: Option<String>,
@@ -86,15 +101,17 @@ pub struct WebPlatform {
     cache: RefCell<ModelCache>,
     /// Why the GPU was given up, if it was.
     gpu_error: RefCell<Option<String>>,
+    /// WebGPU against the CPU, with [`GpuUse::Auto`] and both engines present.
+    race: RefCell<Option<EngineRace>>,
 }
 
 impl WebPlatform {
-    /// Opens WebGPU when `gpu` is set and the browser offers an adapter, and the
+    /// Opens WebGPU unless `gpu` is off and the browser offers an adapter, and the
     /// worker when `worker_url` is given; either failing only narrows the choice.
-    pub async fn new(gpu: bool, worker_url: Option<&str>) -> Self {
+    pub async fn new(gpu: GpuUse, worker_url: Option<&str>) -> Self {
         let mut gpu_error = None;
         let mut adapter = None;
-        let verifier = if gpu && has_webgpu() {
+        let verifier = if gpu != GpuUse::Off && has_webgpu() {
             match GpuContext::new(&GpuOptions::default()).await {
                 Ok(ctx) => {
                     let a = ctx.adapter();
@@ -110,17 +127,24 @@ impl WebPlatform {
             None
         };
         let worker = worker_url.and_then(|u| PassWorker::start(u).ok());
+        let cpu = if worker.is_some() { Backend::CpuWorker } else { Backend::CpuWasm };
+        let race = (gpu == GpuUse::Auto && verifier.is_some()).then(|| EngineRace::new(cpu));
         WebPlatform {
             gpu: RefCell::new(verifier),
             adapter,
             worker,
             cache: RefCell::new(ModelCache::new()),
             gpu_error: RefCell::new(gpu_error),
+            race: RefCell::new(race),
         }
     }
 
-    /// The engine passes go to first.
+    /// The engine passes go to first (WebGPU while it is being raced).
     pub fn preferred(&self) -> Backend {
+        let chosen = self.race.borrow().as_ref().and_then(EngineRace::chosen);
+        if chosen.is_some_and(|b| b != Backend::WebGpu) {
+            return if self.worker.is_some() { Backend::CpuWorker } else { Backend::CpuWasm };
+        }
         if self.gpu.borrow().is_some() {
             Backend::WebGpu
         } else if self.worker.is_some() {
@@ -138,6 +162,47 @@ impl WebPlatform {
     /// Why WebGPU is not used, if it was tried.
     pub fn gpu_error(&self) -> Option<String> {
         self.gpu_error.borrow().clone()
+    }
+
+    /// The engine race, if one runs: (WebGPU ms, CPU ms) over the timed rounds and
+    /// the engine kept once it is over.
+    pub fn race(&self) -> Option<((f64, f64), Option<Backend>)> {
+        self.race.borrow().as_ref().map(|r| (r.timings(), r.chosen()))
+    }
+
+    /// The pass on the CPU: the worker, else this thread.
+    async fn cpu_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), EngineError> {
+        if let Some(w) = &self.worker {
+            if let Ok(d) = w.digest(input).await {
+                return Ok((d, Backend::CpuWorker));
+            }
+        }
+        Ok((self.cpu_inline(input).await?, Backend::CpuWasm))
+    }
+
+    /// One raced pass: WebGPU, then the CPU, both timed; the CPU's digest (the
+    /// reference) is the answer. `None` when WebGPU is not there to race.
+    async fn race_pass(&self, input: &PowInput) -> Result<Option<([u8; 32], Backend)>, EngineError> {
+        let Some(mut v) = self.gpu.borrow_mut().take() else { return Ok(None) };
+        let t0 = monotonic_ms();
+        let gpu = v.output_digest_async(input).await;
+        let t1 = monotonic_ms();
+        let (digest, backend) = self.cpu_pass(input).await?;
+        let t2 = monotonic_ms();
+        match gpu {
+            // A GPU failure says nothing about the header: drop the GPU.
+            Err(e) => *self.gpu_error.borrow_mut() = Some(e.to_string()),
+            Ok(d) => {
+                let outcome = self.race.borrow_mut().as_mut().map(|r| r.record((d, t1 - t0), (digest, t2 - t1)));
+                if outcome == Some(RaceOutcome::GpuDisagrees) {
+                    *self.gpu_error.borrow_mut() =
+                        Some("WebGPU's forward pass differs from the CPU's: verifying on the CPU".into());
+                } else {
+                    *self.gpu.borrow_mut() = Some(v);
+                }
+            }
+        }
+        Ok(Some((digest, backend)))
     }
 
     /// The pass on this thread (tpow-core in wasm), after yielding to the event loop.
@@ -175,6 +240,18 @@ impl Platform for WebPlatform {
     }
 
     async fn forward_pass(&self, input: &PowInput) -> Result<([u8; 32], Backend), EngineError> {
+        let chosen = self.race.borrow().as_ref().map(EngineRace::chosen);
+        match chosen {
+            // Racing: both engines run this pass.
+            Some(None) => {
+                if let Some(r) = self.race_pass(input).await? {
+                    return Ok(r);
+                }
+            }
+            // The CPU won: WebGPU stays loaded only for `pass_on`.
+            Some(Some(b)) if b != Backend::WebGpu => return self.cpu_pass(input).await,
+            _ => {}
+        }
         let taken = self.gpu.borrow_mut().take();
         if let Some(mut v) = taken {
             match v.output_digest_async(input).await {
@@ -186,12 +263,7 @@ impl Platform for WebPlatform {
                 Err(e) => *self.gpu_error.borrow_mut() = Some(e.to_string()),
             }
         }
-        if let Some(w) = &self.worker {
-            if let Ok(d) = w.digest(input).await {
-                return Ok((d, Backend::CpuWorker));
-            }
-        }
-        Ok((self.cpu_inline(input).await?, Backend::CpuWasm))
+        self.cpu_pass(input).await
     }
 
     fn unix_ms(&self) -> u64 {
