@@ -543,36 +543,45 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
         let _ = writeln!(w, "    if (tile + {t}u < n_rows) {{");
         for c in 0..cg {
             let acc = format!("a{t}_{c}");
-            match epi {
-                Epilogue::Act { shift, gelu } => {
-                    let lanes: Vec<String> = C
-                        .iter()
-                        .map(|comp| {
-                            let v = format!("clamp_i8(round_shift({acc}.{comp}, {shift}u))");
-                            if gelu {
-                                format!("bitcast<i32>(in_c[GELU_AT + u32({v} + 128i)])")
-                            } else {
-                                v
-                            }
-                        })
-                        .collect();
-                    let _ =
-                        writeln!(w, "        dst[m{t} * {n4}u + g + {c}u] = pack4(vec4<i32>({}));", lanes.join(", "));
-                }
-                Epilogue::Residual { shift } => {
-                    let _ = writeln!(w, "        let o{t}_{c} = m{t} * D + 4u * (g + {c}u);");
-                    for (l, comp) in C.iter().enumerate() {
-                        let _ = writeln!(
-                            w,
-                            "        dst[o{t}_{c} + {l}u] = bitcast<u32>(clamp(bitcast<i32>(dst[o{t}_{c} + {l}u]) + round_shift({acc}.{comp}, {shift}u), -RESIDUAL_MAX, RESIDUAL_MAX));"
-                        );
-                    }
-                }
-            }
+            let (at, o, base) =
+                (format!("m{t} * {n4}u + g + {c}u"), format!("o{t}_{c}"), format!("m{t} * D + 4u * (g + {c}u)"));
+            epilogue(w, &epi, &acc, &at, &o, &base);
         }
         w.push_str("    }\n");
     }
     w.push_str("}\n");
+}
+
+/// Writes `epi` for the `vec4<i32>` accumulator `acc`: an activation packed into
+/// `dst[at]`, or the four residual adds at `dst[o + lane]` with `let o = base`. One
+/// text for both matrix-product shapes, so they cannot drift apart.
+fn epilogue(w: &mut String, epi: &Epilogue, acc: &str, at: &str, o: &str, base: &str) {
+    const C: [&str; 4] = ["x", "y", "z", "w"];
+    match *epi {
+        Epilogue::Act { shift, gelu } => {
+            let lanes: Vec<String> = C
+                .iter()
+                .map(|c| {
+                    let v = format!("clamp_i8(round_shift({acc}.{c}, {shift}u))");
+                    if gelu {
+                        format!("bitcast<i32>(in_c[GELU_AT + u32({v} + 128i)])")
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let _ = writeln!(w, "        dst[{at}] = pack4(vec4<i32>({}));", lanes.join(", "));
+        }
+        Epilogue::Residual { shift } => {
+            let _ = writeln!(w, "        let {o} = {base};");
+            for (l, c) in C.iter().enumerate() {
+                let _ = writeln!(
+                    w,
+                    "        dst[{o} + {l}u] = bitcast<u32>(clamp(bitcast<i32>(dst[{o} + {l}u]) + round_shift({acc}.{c}, {shift}u), -RESIDUAL_MAX, RESIDUAL_MAX));"
+                );
+            }
+        }
+    }
 }
 
 /// A matrix product `dst = epilogue(src · Wᵀ)`: `in_a` holds the packed int8 input
@@ -633,31 +642,9 @@ fn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{
     w.push_str("    }\n");
     for t in 0..mm_rows {
         let _ = writeln!(w, "    if (tile + {t}u < n_rows) {{");
-        match epi {
-            Epilogue::Act { shift, gelu } => {
-                let lanes: Vec<String> = ["x", "y", "z", "w"]
-                    .iter()
-                    .map(|c| {
-                        let v = format!("clamp_i8(round_shift(a{t}.{c}, {shift}u))");
-                        if gelu {
-                            format!("bitcast<i32>(in_c[GELU_AT + u32({v} + 128i)])")
-                        } else {
-                            v
-                        }
-                    })
-                    .collect();
-                let _ = writeln!(w, "        dst[m{t} * {n4}u + g] = pack4(vec4<i32>({}));", lanes.join(", "));
-            }
-            Epilogue::Residual { shift } => {
-                let _ = writeln!(w, "        let o{t} = m{t} * D + 4u * g;");
-                for (c, comp) in ["x", "y", "z", "w"].iter().enumerate() {
-                    let _ = writeln!(
-                        w,
-                        "        dst[o{t} + {c}u] = bitcast<u32>(clamp(bitcast<i32>(dst[o{t} + {c}u]) + round_shift(a{t}.{comp}, {shift}u), -RESIDUAL_MAX, RESIDUAL_MAX));"
-                    );
-                }
-            }
-        }
+        let (acc, at, o, base) =
+            (format!("a{t}"), format!("m{t} * {n4}u + g"), format!("o{t}"), format!("m{t} * D + 4u * g"));
+        epilogue(w, &epi, &acc, &at, &o, &base);
         w.push_str("    }\n");
     }
     w.push_str("}\n");
