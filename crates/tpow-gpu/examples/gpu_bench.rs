@@ -15,6 +15,8 @@ use tpow_core::puzzle::{input_tokens, output_digest, pow_hash, Solver};
 use tpow_core::{ChainParams, Model, U256};
 use tpow_gpu::{GpuContext, GpuMiner, GpuOptions, GpuVerifier, PackedDot};
 
+mod support;
+
 struct Args {
     secs: f64,
     devnet: Option<Vec<u32>>,
@@ -63,21 +65,6 @@ fn cpu_rate(model: &Model, secs: f64) -> f64 {
     let count = ((probe as f64 * secs / t) as u64).max(probe);
     count as f64 / run(count)
 }
-
-/// Nonces per second of the GPU miner at its batch size, run for about `secs` (at
-/// least one batch after a warm-up batch).
-fn gpu_rate(miner: &mut GpuMiner, secs: f64) -> Result<f64, tpow_gpu::GpuError> {
-    let b = miner.batch_size() as u64;
-    let template = [7u8; 152];
-    miner.mine_batch(&template, 0, b, &U256::ZERO)?;
-    let (mut done, t) = (0u64, Instant::now());
-    while done == 0 || t.elapsed().as_secs_f64() < secs {
-        miner.mine_batch(&template, 1_000_000 + done, b, &U256::ZERO)?;
-        done += b;
-    }
-    Ok(done as f64 / t.elapsed().as_secs_f64())
-}
-
 /// CPU time per nonce of what the GPU miner leaves to the host (token derivation,
 /// output digest, pow hash), on one thread: the GPU rate this one core can feed.
 fn host_cost(spec: &tpow_core::ModelSpec) -> Duration {
@@ -160,7 +147,7 @@ fn main() {
         for (c, label) in &variants {
             for &b in &batches {
                 let mut miner = GpuMiner::new(c, b);
-                let r = miner.set_model(&model).and_then(|_| gpu_rate(&mut miner, args.secs));
+                let r = miner.set_model(&model).and_then(|_| support::miner_rate(&mut miner, args.secs, 1));
                 match r {
                     Ok(rate) => mining.push(format!(
                         "| {} | GPU {label} | {} | {:.1} | {} |",

@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tpow_core::chain::PowInput;
-use tpow_core::{ChainParams, Model, U256};
+use tpow_core::{ChainParams, Model};
 use tpow_gpu::{DispatchTime, GpuContext, GpuMiner, GpuOptions, GpuVerifier, PackedDot};
+
+mod support;
 
 struct Args {
     devnet_batch: Option<u32>,
@@ -133,20 +135,6 @@ fn print_stages(title: &str, runs: &[Vec<DispatchTime>]) {
     );
     println!("\nSubmit-and-wait cost of an empty submission: {} ms.\n", ms(overhead));
 }
-
-/// Nonces per second of `miner` at its batch size over about `secs` (after a warm-up).
-fn miner_rate(miner: &mut GpuMiner, secs: f64) -> Result<f64, tpow_gpu::GpuError> {
-    let b = miner.batch_size() as u64;
-    let template = [7u8; 152];
-    miner.mine_batch(&template, 0, b, &U256::ZERO)?;
-    let (mut done, t) = (0u64, Instant::now());
-    while done == 0 || t.elapsed().as_secs_f64() < secs {
-        miner.mine_batch(&template, 1_000_000 + done, 2 * b, &U256::ZERO)?;
-        done += 2 * b;
-    }
-    Ok(done as f64 / t.elapsed().as_secs_f64())
-}
-
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let packed_dot = if args.unpacked { PackedDot::Off } else { PackedDot::Auto };
@@ -192,7 +180,7 @@ fn run() -> Result<(), String> {
             let role = if b == 1 { "GpuVerifier-shaped (batch 1)" } else { "GpuMiner" };
             print_stages(&format!("{name}, {role}, batch {}", miner.batch_size()), &runs);
             if b != 1 {
-                let rate = miner_rate(&mut miner, args.secs).map_err(|e| e.to_string())?;
+                let rate = support::miner_rate(&mut miner, args.secs, 2).map_err(|e| e.to_string())?;
                 summary.push(format!("| {name} | GpuMiner nonces/s (batch {}) | {rate:.1} |", miner.batch_size()));
             }
         }
