@@ -109,13 +109,18 @@ def one_stream(base, i, run, start, out):
             "stream": True, "stream_options": {"include_usage": True}, "cache_prompt": False}
     first = None
     usage = {}
+    times = []  # one per content chunk, as tpow-bench counts its text events
     for ev in sse(post(base, "/v1/chat/completions", body)):
         for c in ev.get("choices", []):
-            if first is None and c.get("delta", {}).get("content"):
-                first = time.perf_counter() - start
+            if c.get("delta", {}).get("content"):
+                t = time.perf_counter() - start
+                times.append(t)
+                if first is None:
+                    first = t
         if ev.get("usage"):
             usage = ev["usage"]
-    out[i] = (first, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), time.perf_counter() - start)
+    out[i] = (first, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), time.perf_counter() - start,
+              times)
 
 
 def percentile(sorted_v, p):
@@ -123,14 +128,17 @@ def percentile(sorted_v, p):
 
 
 def streams(base, counts, runs, threads):
-    print("| engine | threads | streams | generated tokens | aggregate (tok/s) | per stream (tok/s) | "
-          "TTFT p50 (ms) | TTFT p95 (ms) | prompt (tok/s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    # decode, all streams: content chunks after the round's last first token over
+    # that time (the batched decode rate), as tpow-bench's streams table.
+    print("| engine | threads | streams | generated tokens | aggregate (tok/s) | decode, all streams (tok/s) | "
+          "per stream (tok/s) | TTFT p50 (ms) | TTFT p95 (ms) | prompt (tok/s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     one_stream(base, 0, 99, time.perf_counter(), [None])  # warm-up
     for n in counts:
         ttft = []
         tokens = prompt_tokens = 0
-        secs = prompt_secs = 0.0
+        secs = prompt_secs = decode_secs = 0.0
+        decode_tokens = 0
         for run in range(runs):
             out = [None] * n
             start = time.perf_counter()
@@ -140,14 +148,20 @@ def streams(base, counts, runs, threads):
             for t in ts:
                 t.join()
             secs += max(o[3] for o in out)
-            prompt_secs += max(o[0] for o in out)
-            for first, completion, prompt, _ in out:
+            last_first = max(o[0] for o in out)
+            prompt_secs += last_first
+            times = [t for o in out for t in o[4]]
+            decode_tokens += sum(1 for t in times if t > last_first)
+            decode_secs += max(times + [last_first]) - last_first
+            for first, completion, prompt, _, _ in out:
                 ttft.append(first * 1e3)
                 tokens += completion
                 prompt_tokens += prompt
         ttft.sort()
         agg = tokens / secs
-        print(f"| llama-server | {threads} | {n} | {tokens} | {agg:.1f} | {agg / n:.1f} | {percentile(ttft, 0.5):.0f} | "
+        dec = decode_tokens / decode_secs if decode_secs > 0 else float("nan")
+        print(f"| llama-server | {threads} | {n} | {tokens} | {agg:.1f} | {dec:.1f} | {agg / n:.1f} | "
+              f"{percentile(ttft, 0.5):.0f} | "
               f"{percentile(ttft, 0.95):.0f} | {prompt_tokens / prompt_secs:.0f} |", flush=True)
 
 

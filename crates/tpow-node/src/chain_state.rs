@@ -575,11 +575,19 @@ pub const PASSES_PER_THREAD_CHUNK: usize = 2;
 /// A header's index in the branch and its computed digest.
 type Digested = (usize, [u8; 32]);
 
+/// One worker's way of computing header `i`'s digest (checked against the header).
+type HeaderDigest<'a> = dyn FnMut(usize, &mut VerifyStats) -> Result<[u8; 32], BranchError> + 'a;
+
 /// What the forward passes of one batch cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifyStats {
-    /// Forward passes run.
+    /// Forward passes run (on the CPU and on the offload engine).
     pub passes: usize,
+    /// Of those, passes the offload engine ran and the header confirmed.
+    pub offloaded: usize,
+    /// Whether the offload engine failed or disagreed with the CPU in this batch
+    /// (the caller then retires it).
+    pub offload_failed: bool,
     /// Headers taken as valid without a pass (`--assume-valid`).
     pub assumed: usize,
     /// Models derived (one per distinct parent a thread met in a row).
@@ -590,7 +598,98 @@ pub struct VerifyStats {
     pub pass: std::time::Duration,
 }
 
-/// Step 2: the forward passes of a prepared batch on up to `threads` threads.
+/// A second engine for forward passes next to the CPU threads: the GPU when
+/// `--gpu` found an adapter. It only ever saves work: a digest it computes is
+/// taken when it equals the header's claim (a forged header would need the
+/// engine to produce exactly the forger's false digest), and any error or
+/// disagreement is settled by the CPU pass, the reference, so a faulty engine
+/// can neither reject a valid chain nor accept a forged one.
+pub trait PassEngine: Send {
+    /// The output digest of `input`'s forward pass (deriving its model as needed).
+    fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String>;
+}
+
+/// One thread's CPU pass: derives the model of the header's parent (once per
+/// parent in a row) and computes the digest, checked against the header.
+struct CpuPass {
+    cache: ModelCache,
+    last_parent: Option<BlockId>,
+}
+
+impl CpuPass {
+    fn new() -> Self {
+        CpuPass { cache: ModelCache::new(), last_parent: None }
+    }
+
+    /// The digest of header `i`, or why the branch fails there.
+    fn digest(&mut self, branch: &PendingBranch, i: usize, st: &mut VerifyStats) -> Result<[u8; 32], BranchError> {
+        use std::time::Instant;
+        let Some(input) = branch.pow_input(i) else {
+            return Err(BranchError::NotContiguous(branch.skipped() + i));
+        };
+        let t = Instant::now();
+        let derived = self.cache.model(&input.spec, &input.prev_id).map(|_| ());
+        if self.last_parent != Some(input.prev_id) {
+            st.derivations += 1;
+            st.derive += t.elapsed();
+            self.last_parent = Some(input.prev_id);
+        }
+        let t = Instant::now();
+        let d = derived.and_then(|()| self.cache.output_digest(&input));
+        st.pass += t.elapsed();
+        st.passes += 1;
+        d.map_err(|source| BranchError::Header { index: branch.skipped() + i, height: input_height(branch, i), source })
+            .and_then(|d| branch.check_digest(i, &d).map(|()| d))
+    }
+}
+
+/// The offload engine's thread: header `i` on the engine while it works, on the
+/// CPU when it fails (retired for the rest of the batch) or when its digest
+/// differs from the header's (the CPU decides; an engine that the CPU proves
+/// wrong is retired).
+fn offloaded_digest(
+    engine: &mut Option<&mut dyn PassEngine>,
+    cpu: &mut CpuPass,
+    branch: &PendingBranch,
+    i: usize,
+    st: &mut VerifyStats,
+) -> Result<[u8; 32], BranchError> {
+    let Some(e) = engine.as_deref_mut() else { return cpu.digest(branch, i, st) };
+    let Some(input) = branch.pow_input(i) else {
+        return Err(BranchError::NotContiguous(branch.skipped() + i));
+    };
+    let t = std::time::Instant::now();
+    let result = e.output_digest(&input);
+    st.pass += t.elapsed();
+    match result {
+        Ok(d) if branch.check_digest(i, &d).is_ok() => {
+            st.passes += 1;
+            st.offloaded += 1;
+            Ok(d)
+        }
+        Ok(_) => {
+            let checked = cpu.digest(branch, i, st);
+            if checked.is_ok() {
+                tracing::warn!(
+                    height = input_height(branch, i),
+                    "the GPU computed a wrong digest; verifying on the CPU only"
+                );
+                st.offload_failed = true;
+                *engine = None;
+            }
+            checked
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the GPU failed a forward pass; verifying on the CPU only");
+            st.offload_failed = true;
+            *engine = None;
+            cpu.digest(branch, i, st)
+        }
+    }
+}
+
+/// Step 2: the forward passes of a prepared batch on up to `threads` CPU threads
+/// plus, when given, one thread feeding `offload` (see [`PassEngine`]).
 ///
 /// The first `assumed` headers (a prefix of [`Prepared::branch`]'s headers that
 /// the operator's `--assume-valid` block descends from, see the service) get no
@@ -598,18 +697,19 @@ pub struct VerifyStats {
 /// [`PendingBranch::verification_order`] draws from `seed` (fresh randomness per
 /// batch): every thread takes the next [`PASSES_PER_THREAD_CHUNK`] positions of
 /// that order from a shared cursor (no barrier between chunks, so every core
-/// stays busy), and the first wrong digest stops all threads after their
-/// current chunk. Each thread keeps its last model, so headers sharing a parent
-/// (siblings) derive it once. Returns the digests in header order and the cost.
+/// and the GPU stay busy, each at its own speed), and the first wrong digest
+/// stops all threads after their current chunk. Each CPU thread keeps its last
+/// model, so headers sharing a parent (siblings) derive it once. Returns the
+/// digests in header order and the cost.
 pub fn verify_branch(
     prepared: &Prepared,
     threads: usize,
     seed: &[u8; 32],
     assumed: usize,
+    offload: Option<&mut dyn PassEngine>,
 ) -> (Result<Vec<[u8; 32]>, BranchError>, VerifyStats) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use std::time::Instant;
 
     let branch = &prepared.branch;
     let assumed = assumed.min(branch.len());
@@ -619,69 +719,65 @@ pub fn verify_branch(
     if order.is_empty() {
         return (Ok(digests), stats);
     }
-    let threads = threads.clamp(1, order.len().div_ceil(PASSES_PER_THREAD_CHUNK));
+    // No CPU thread at all only when an engine takes the work (tests use it to
+    // give the engine every header).
+    let most = order.len().div_ceil(PASSES_PER_THREAD_CHUNK);
+    let threads = if offload.is_some() { threads.min(most) } else { threads.clamp(1, most) };
     let cursor = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     // The failure met earliest in the drawn order (what a sequential run would report).
     let failure: Mutex<Option<(usize, BranchError)>> = Mutex::new(None);
-    let per_thread: Vec<(Vec<Digested>, VerifyStats)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut cache = ModelCache::new();
-                    let mut last_parent: Option<BlockId> = None;
-                    let mut out = Vec::new();
-                    let mut st = VerifyStats::default();
-                    'work: while !stop.load(Ordering::Relaxed) {
-                        let start = cursor.fetch_add(PASSES_PER_THREAD_CHUNK, Ordering::Relaxed);
-                        if start >= order.len() {
-                            break;
+    // One worker: takes chunks of the order until it is done or a failure stops
+    // everyone; `digest` computes one header.
+    let work = |digest: &mut HeaderDigest<'_>| {
+        let mut out: Vec<Digested> = Vec::new();
+        let mut st = VerifyStats::default();
+        'work: while !stop.load(Ordering::Relaxed) {
+            let start = cursor.fetch_add(PASSES_PER_THREAD_CHUNK, Ordering::Relaxed);
+            if start >= order.len() {
+                break;
+            }
+            let end = (start + PASSES_PER_THREAD_CHUNK).min(order.len());
+            for (pos, &i) in order.iter().enumerate().take(end).skip(start) {
+                match digest(i, &mut st) {
+                    Ok(d) => out.push((i, d)),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        if f.as_ref().is_none_or(|(p, _)| pos < *p) {
+                            *f = Some((pos, e));
                         }
-                        let end = (start + PASSES_PER_THREAD_CHUNK).min(order.len());
-                        for (pos, &i) in order.iter().enumerate().take(end).skip(start) {
-                            let result = match branch.pow_input(i) {
-                                Some(input) => {
-                                    let t = Instant::now();
-                                    let derived = cache.model(&input.spec, &input.prev_id).map(|_| ());
-                                    if last_parent != Some(input.prev_id) {
-                                        st.derivations += 1;
-                                        st.derive += t.elapsed();
-                                        last_parent = Some(input.prev_id);
-                                    }
-                                    let t = Instant::now();
-                                    let d = derived.and_then(|()| cache.output_digest(&input));
-                                    st.pass += t.elapsed();
-                                    st.passes += 1;
-                                    d.map_err(|source| {
-                                        let height = input_height(branch, i);
-                                        BranchError::Header { index: branch.skipped() + i, height, source }
-                                    })
-                                    .and_then(|d| branch.check_digest(i, &d).map(|()| d))
-                                }
-                                None => Err(BranchError::NotContiguous(branch.skipped() + i)),
-                            };
-                            match result {
-                                Ok(d) => out.push((i, d)),
-                                Err(e) => {
-                                    stop.store(true, Ordering::Relaxed);
-                                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                                    if f.as_ref().is_none_or(|(p, _)| pos < *p) {
-                                        *f = Some((pos, e));
-                                    }
-                                    break 'work;
-                                }
-                            }
-                        }
+                        break 'work;
                     }
-                    (out, st)
+                }
+            }
+        }
+        (out, st)
+    };
+    let per_thread: Vec<(Vec<Digested>, VerifyStats)> = std::thread::scope(|s| {
+        let work = &work;
+        let mut handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut cpu = CpuPass::new();
+                    work(&mut |i, st| cpu.digest(branch, i, st))
                 })
             })
             .collect();
+        if let Some(engine) = offload {
+            handles.push(s.spawn(move || {
+                let mut engine = Some(engine);
+                let mut cpu = CpuPass::new();
+                work(&mut |i, st| offloaded_digest(&mut engine, &mut cpu, branch, i, st))
+            }));
+        }
         // A panicking forward pass is a bug in core; surface it as a panic here too.
         handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
     for (out, st) in per_thread {
         stats.passes += st.passes;
+        stats.offloaded += st.offloaded;
+        stats.offload_failed |= st.offload_failed;
         stats.derivations += st.derivations;
         stats.derive += st.derive;
         stats.pass += st.pass;
@@ -767,7 +863,7 @@ pub(crate) mod tests {
 
     fn submit(node: &mut Node, blocks: Vec<(Header, Body)>) -> Result<Applied, BlockError> {
         let prepared = node.state.prepare(blocks, u64::MAX / 2)?;
-        let (digests, _) = verify_branch(&prepared, 2, &[5; 32], 0);
+        let (digests, _) = verify_branch(&prepared, 2, &[5; 32], 0, None);
         let transition =
             digests.and_then(|d| node.state.apply(&prepared, &d)).map_err(|e| node.state.note_failed(e, &prepared))?;
         node.store.commit(transition.plan()).expect("commit");
@@ -858,7 +954,7 @@ pub(crate) mod tests {
         let a = branch(&params, 3, 1);
         let before = node.tip();
         let prepared = node.state.prepare(a.clone(), u64::MAX / 2).expect("prepare");
-        let (digests, _) = verify_branch(&prepared, 1, &[1; 32], 0);
+        let (digests, _) = verify_branch(&prepared, 1, &[1; 32], 0, None);
         let t = node.state.apply(&prepared, &digests.expect("digests")).expect("apply");
         assert_eq!(t.plan().blocks.len(), 3);
         let best = t.plan().best.as_ref().expect("tip moves");
@@ -872,6 +968,76 @@ pub(crate) mod tests {
         let r = submit(&mut node, a.clone()).expect("a");
         assert_eq!((r.accepted, r.new_tip), (3, true));
         assert_eq!(node.store.best_ids().expect("best"), node.locator().into_iter().rev().collect::<Vec<_>>());
+    }
+
+    /// A stand-in for the GPU engine: right, wrong, or broken.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Fake {
+        Honest,
+        Wrong,
+        Broken,
+    }
+
+    struct FakeEngine {
+        mode: Fake,
+        calls: usize,
+    }
+
+    impl PassEngine for FakeEngine {
+        fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String> {
+            self.calls += 1;
+            match self.mode {
+                Fake::Honest => ModelCache::new().output_digest(input).map_err(|e| e.to_string()),
+                Fake::Wrong => Ok([7; 32]),
+                Fake::Broken => Err("device lost".into()),
+            }
+        }
+    }
+
+    /// The offload engine only saves passes: whatever it answers, a valid branch
+    /// verifies and a forged one fails, because a disagreement goes to the CPU.
+    #[test]
+    fn an_offload_engine_saves_passes_but_the_cpu_decides() {
+        let params = easy_params();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = open(&params, dir.path());
+        let a = branch(&params, 5, 1);
+        let prepared = node.state.prepare(a.clone(), u64::MAX / 2).expect("prepare");
+        let want = verify_branch(&prepared, 1, &[2; 32], 0, None).0.expect("a valid branch");
+        for mode in [Fake::Honest, Fake::Wrong, Fake::Broken] {
+            // No CPU thread: the engine's thread takes every header.
+            let mut engine = FakeEngine { mode, calls: 0 };
+            let (got, st) = verify_branch(&prepared, 0, &[2; 32], 0, Some(&mut engine));
+            assert_eq!(got.expect("a valid branch stays valid"), want, "{mode:?}");
+            assert_eq!(st.passes, 5, "{mode:?}");
+            if mode == Fake::Honest {
+                assert_eq!((engine.calls, st.offloaded, st.offload_failed), (5, 5, false));
+            } else {
+                // Retired at its first fault; the CPU ran every header.
+                assert_eq!((engine.calls, st.offloaded, st.offload_failed), (1, 0, true), "{mode:?}");
+            }
+            // With CPU threads too, the digests are the same.
+            let mut engine = FakeEngine { mode, calls: 0 };
+            let (got, _) = verify_branch(&prepared, 2, &[3; 32], 0, Some(&mut engine));
+            assert_eq!(got.expect("valid with CPU threads"), want, "{mode:?}");
+        }
+
+        // A forged digest whose pow hash still meets the target (nonce ground
+        // with the false digest): the honest engine disagrees, the CPU confirms,
+        // the branch fails, and the engine is not blamed.
+        let mut forged = a[0].clone();
+        forged.0.output_digest = [9; 32];
+        while tpow_core::chain::check_pow_hash(&forged.0).is_err() {
+            forged.0.nonce += 1;
+        }
+        let prepared = node.state.prepare(vec![forged], u64::MAX / 2).expect("cheap checks pass");
+        let mut engine = FakeEngine { mode: Fake::Honest, calls: 0 };
+        let (got, st) = verify_branch(&prepared, 0, &[2; 32], 0, Some(&mut engine));
+        assert!(
+            matches!(got, Err(BranchError::Header { source: HeaderError::OutputDigest, .. })),
+            "forged digest accepted: {got:?}"
+        );
+        assert_eq!((engine.calls, st.offloaded, st.offload_failed), (1, 0, false));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod chain_state;
 pub mod chat;
 pub mod demo;
 pub mod devnet;
+pub mod gpu_sync;
 pub mod http;
 pub mod limits;
 pub mod metrics;

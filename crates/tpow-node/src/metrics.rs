@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Forward passes run to verify blocks from peers, the node's own miner and
     /// browser shares (what an attacker can try to make the node spend).
     pub verification_passes: Counter,
+    /// Of those, passes the GPU ran during sync (`--gpu`).
+    pub verification_gpu_passes: Counter,
     /// Headers accepted without a forward pass under `--assume-valid`.
     pub verification_assumed: Counter,
     /// Models derived for verification.
@@ -107,6 +109,7 @@ impl Metrics {
         let m = Metrics {
             pow_forward_passes: Counter::default(),
             verification_passes: Counter::default(),
+            verification_gpu_passes: Counter::default(),
             verification_assumed: Counter::default(),
             verification_derivations: Counter::default(),
             verification_derive_seconds: Counter::default(),
@@ -144,6 +147,11 @@ impl Metrics {
             "verification_forward_passes",
             "Forward passes run to verify blocks and shares received",
             m.verification_passes.clone(),
+        );
+        registry.register(
+            "verification_gpu_forward_passes",
+            "Of the verification passes, those the GPU ran (--gpu)",
+            m.verification_gpu_passes.clone(),
         );
         registry.register(
             "verification_assumed_headers",
@@ -235,6 +243,7 @@ impl Metrics {
     pub fn record_verification(&self, elapsed: Duration, stats: &crate::chain_state::VerifyStats) {
         self.add_compute(Kind::Verification, elapsed);
         self.verification_passes.inc_by(stats.passes as u64);
+        self.verification_gpu_passes.inc_by(stats.offloaded as u64);
         self.verification_assumed.inc_by(stats.assumed as u64);
         self.verification_derivations.inc_by(stats.derivations as u64);
         self.verification_derive_seconds.inc_by(stats.derive.as_secs_f64());

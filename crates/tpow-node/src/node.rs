@@ -39,9 +39,16 @@ pub struct RunArgs {
     /// Miner threads (default: all cores but one, at least one).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Mine on the GPU (tpow-gpu) when an adapter exists; without one, or if the
-    /// GPU fails later, the node says so and mines on the CPU.
-    #[arg(long, requires = "mine")]
+    /// CPU threads that verify a batch of synced blocks (default: every core).
+    /// With `--gpu` and an adapter, 0 leaves the forward passes to the GPU (the
+    /// CPU still settles any disagreement); without one, at least one thread runs.
+    #[arg(long)]
+    pub verify_threads: Option<usize>,
+    /// Use the GPU (tpow-gpu) when an adapter exists: to mine (with --mine) and
+    /// to verify synced blocks next to the CPU threads. Without one, or if the
+    /// GPU fails later, the node says so and uses the CPU. A GPU digest counts
+    /// only when it equals the header's; any disagreement is settled by the CPU.
+    #[arg(long)]
     pub gpu: bool,
     /// Directory of the built web app served at / (default: the source tree's www/dist).
     #[arg(long)]
@@ -179,8 +186,15 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if let Some(av) = args.assume_valid {
         tracing::info!(block = %hex::encode(av), "assuming valid: no forward passes for the headers this block descends from");
     }
-    let service_cfg =
-        crate::service::ServiceConfig { assume_valid: args.assume_valid, ..crate::service::ServiceConfig::new(cores) };
+    let offload = match args.gpu.then(crate::gpu_sync::open).flatten() {
+        Some(engine) => crate::service::OffloadEngine::new(Box::new(engine)),
+        None => crate::service::OffloadEngine::default(),
+    };
+    let service_cfg = crate::service::ServiceConfig {
+        assume_valid: args.assume_valid,
+        offload,
+        ..crate::service::ServiceConfig::new(args.verify_threads.unwrap_or(cores))
+    };
     let (chain, mut service_task) = crate::service::spawn(state, store, service_cfg);
 
     // HTTP is bound first so that its port can be announced to peers.

@@ -21,7 +21,7 @@ use tpow_core::mmr::MmrProof;
 use tpow_core::{BlockId, ChainParams, Header};
 
 use crate::chain_state::{
-    verify_branch, Applied, BlockError, ChainState, Prepared, QueryError, TipInfo, VerifyStats, MAX_BATCH,
+    verify_branch, Applied, BlockError, ChainState, PassEngine, Prepared, QueryError, TipInfo, VerifyStats, MAX_BATCH,
 };
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
@@ -303,12 +303,39 @@ pub struct ServiceConfig {
     pub assume_valid: Option<BlockId>,
     /// Sync lane limits.
     pub lane: LaneLimits,
+    /// The GPU verifying batches next to the CPU threads (`--gpu`), if any.
+    pub offload: OffloadEngine,
+}
+
+/// The engine a node verifies batches with next to its CPU threads (the GPU
+/// under `--gpu`), shared with the verifying task. It is dropped for good the
+/// first time it fails or the CPU proves one of its digests wrong
+/// ([`crate::chain_state::PassEngine`]).
+#[derive(Clone, Default)]
+pub struct OffloadEngine(Arc<std::sync::Mutex<Option<Box<dyn PassEngine>>>>);
+
+impl OffloadEngine {
+    pub fn new(engine: Box<dyn PassEngine>) -> Self {
+        OffloadEngine(Arc::new(std::sync::Mutex::new(Some(engine))))
+    }
+}
+
+impl std::fmt::Debug for OffloadEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let active = self.0.lock().map(|e| e.is_some()).unwrap_or(false);
+        write!(f, "OffloadEngine({})", if active { "active" } else { "none" })
+    }
 }
 
 impl ServiceConfig {
     /// Every core, no assumed block, default limits.
     pub fn new(verify_threads: usize) -> Self {
-        ServiceConfig { verify_threads, assume_valid: None, lane: LaneLimits::default() }
+        ServiceConfig {
+            verify_threads,
+            assume_valid: None,
+            lane: LaneLimits::default(),
+            offload: OffloadEngine::default(),
+        }
     }
 }
 
@@ -331,6 +358,7 @@ pub fn spawn(
         self_tx: tx,
         tip_tx,
         verify_threads: config.verify_threads,
+        offload: config.offload,
     };
     let task = tokio::spawn(service.run(rx));
     (handle, task)
@@ -401,6 +429,7 @@ struct Service {
     self_tx: mpsc::Sender<Command>,
     tip_tx: watch::Sender<TipInfo>,
     verify_threads: usize,
+    offload: OffloadEngine,
 }
 
 impl Service {
@@ -491,10 +520,23 @@ impl Service {
     fn verify(&self, prepared: Prepared, assumed: usize, sync: bool, reply: oneshot::Sender<SubmitResult>) {
         let self_tx = self.self_tx.clone();
         let threads = self.verify_threads;
+        let offload = self.offload.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let seed: [u8; 32] = rand::random();
-            let (digests, stats) = verify_branch(&prepared, threads, &seed, assumed);
+            // One batch verifies at a time (the lane), so the lock is never contended.
+            let mut engine = offload.0.lock().unwrap_or_else(|p| p.into_inner());
+            let (digests, stats) = verify_branch(
+                &prepared,
+                threads,
+                &seed,
+                assumed,
+                engine.as_mut().map(|e| &mut **e as &mut dyn PassEngine),
+            );
+            if stats.offload_failed {
+                *engine = None;
+            }
+            drop(engine);
             crate::metrics::get().record_verification(started.elapsed(), &stats);
             // If the service is gone the node is stopping; nothing to do.
             let _ = self_tx.blocking_send(Command::Verified { prepared, digests, stats, sync, reply });
@@ -728,6 +770,7 @@ mod tests {
             assume_valid: Some(av),
             // No timer decides anything here: the wait is longer than the test.
             lane: LaneLimits { queued: 4, per_source: 2, assume_valid_wait: Duration::from_secs(3_600) },
+            offload: OffloadEngine::default(),
         };
         let (chain, _task) = start(&params, dir.path(), config);
         let (a, b, c) = (1, 2, 3);
