@@ -189,13 +189,22 @@ step "cargo test (workspace, all targets), linted by clippy as it compiles (warn
 # the clippy run (`cargo clippy --workspace --all-targets -- -D warnings`): the
 # dependencies are compiled once instead of once more in clippy's check mode (about
 # ten minutes of a cold run on two cores). Exported: every later native build of
-# the test profile (the binaries for the browser tests) is the same build.
+# the test profile is the same build.
 export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver" RUSTFLAGS="-D warnings"
+# The node without chat compiles and lints clean, tests included (its binary is
+# linked again, with chat, by the next command).
+cargo build --profile test -p tpow-node --no-default-features --all-targets --locked
 cargo test --workspace --all-targets --locked --no-run
-# The node without chat compiles and lints clean (its library: the binaries and tests
-# would replace target/debug/tpow-node, which the tests below run).
-cargo build --profile test -p tpow-node --no-default-features --lib --locked
-cargo test --workspace --all-targets --locked
+# clippy-driver also turns off rustc's debug-assertion checks of raw-pointer
+# dereferences (alignment, null) and MIR optimisations: tpow-core, whose SIMD
+# kernels are the unsafe code that matters, runs its tests from a rustc build of
+# its own (a small target dir: its dependencies are few).
+env -u RUSTC_WORKSPACE_WRAPPER cargo test -p tpow-core --all-targets --locked --target-dir "$CACHE/target-core"
+cargo test --workspace --all-targets --exclude tpow-core --locked
+cargo test --workspace --doc --locked
+# The browser tests below run the node binary `cargo test` built (with chat).
+"$CARGO_TARGET_DIR/debug/tpow-node" run --help | grep -q -- '--model' \
+  || { echo "target/debug/tpow-node is not the node with chat" >&2; exit 1; }
 
 step "light client in wasm32: test vectors in Node.js and in headless Chromium (WebGPU)"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
@@ -208,9 +217,7 @@ TPOW_REQUIRE_WEBGPU=1 WASM_BINDGEN_TEST_TIMEOUT=300 CHROMEDRIVER=/usr/bin/chrome
   cargo test -p tpow-light --target wasm32-unknown-unknown --locked --test vectors_browser
 
 step "browser tests against real devnet nodes: light client (tests/light), web app (tests/e2e)"
-# The binaries as `cargo test` built them (test profile: optimised; the same
-# workspace-wide features, so nothing is recompiled), not a slow dev build.
-cargo build --profile test --workspace --bins --locked
+# The node as `cargo test` built it (test profile: optimised), not a slow dev build.
 npm ci --prefix tests/light --no-audit --no-fund --silent
 node tests/light/run.mjs --require-webgpu --node-bin "$CARGO_TARGET_DIR/debug/tpow-node"
 npm ci --prefix tests/e2e --no-audit --no-fund --silent

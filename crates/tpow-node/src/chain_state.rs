@@ -581,9 +581,11 @@ type HeaderDigest<'a> = dyn FnMut(usize, &mut VerifyStats) -> Result<[u8; 32], B
 /// What the forward passes of one batch cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerifyStats {
-    /// Forward passes run (on the CPU and on the offload engine).
+    /// Forward passes whose digest was taken: the CPU's, and the offload engine's
+    /// that the header confirmed.
     pub passes: usize,
-    /// Of those, passes the offload engine ran and the header confirmed.
+    /// Of those, the offload engine's (its model derivations are not counted in
+    /// `derivations` or `derive`; its time is in `pass`).
     pub offloaded: usize,
     /// Whether the offload engine failed or disagreed with the CPU in this batch
     /// (the caller then retires it).
@@ -599,11 +601,15 @@ pub struct VerifyStats {
 }
 
 /// A second engine for forward passes next to the CPU threads: the GPU when
-/// `--gpu` found an adapter. It only ever saves work: a digest it computes is
-/// taken when it equals the header's claim (a forged header would need the
-/// engine to produce exactly the forger's false digest), and any error or
+/// `--gpu` found an adapter (the node hands it sync batches only). A digest it
+/// computes is taken when it equals the header's claim; any error, panic or
 /// disagreement is settled by the CPU pass, the reference, so a faulty engine
-/// can neither reject a valid chain nor accept a forged one.
+/// cannot make a valid chain fail. The trust it does get: a header is accepted
+/// on its word when it outputs exactly the claimed digest. A random fault
+/// cannot do that (a forger would have to predict a wrong 256-bit digest); a
+/// systematic one, such as a device that returns the same output for every
+/// input, could, which is why the node compares it with the CPU on known
+/// inputs before using it (`gpu_sync::open`).
 pub trait PassEngine: Send {
     /// The output digest of `input`'s forward pass (deriving its model as needed).
     fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String>;
@@ -659,7 +665,9 @@ fn offloaded_digest(
         return Err(BranchError::NotContiguous(branch.skipped() + i));
     };
     let t = std::time::Instant::now();
-    let result = e.output_digest(&input);
+    // A panic in a driver is an engine failure, not a reason to stop verifying.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.output_digest(&input)))
+        .unwrap_or_else(|_| Err("panicked".into()));
     st.pass += t.elapsed();
     match result {
         Ok(d) if branch.check_digest(i, &d).is_ok() => {

@@ -186,7 +186,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
     if let Some(av) = args.assume_valid {
         tracing::info!(block = %hex::encode(av), "assuming valid: no forward passes for the headers this block descends from");
     }
-    let offload = match args.gpu.then(crate::gpu_sync::open).flatten() {
+    // Opening the GPU and its check against the CPU block: off the runtime.
+    let spec = params.model;
+    let gpu = if args.gpu {
+        tokio::task::spawn_blocking(move || crate::gpu_sync::open(&spec)).await.ok().flatten()
+    } else {
+        None
+    };
+    let offload = match gpu {
         Some(engine) => crate::service::OffloadEngine::new(Box::new(engine)),
         None => crate::service::OffloadEngine::default(),
     };

@@ -303,13 +303,13 @@ pub struct ServiceConfig {
     pub assume_valid: Option<BlockId>,
     /// Sync lane limits.
     pub lane: LaneLimits,
-    /// The GPU verifying batches next to the CPU threads (`--gpu`), if any.
+    /// The GPU verifying sync batches next to the CPU threads (`--gpu`), if any.
     pub offload: OffloadEngine,
 }
 
-/// The engine a node verifies batches with next to its CPU threads (the GPU
-/// under `--gpu`), shared with the verifying task. It is dropped for good the
-/// first time it fails or the CPU proves one of its digests wrong
+/// The engine a node verifies sync batches with next to its CPU threads (the
+/// GPU under `--gpu`). A batch takes it out and puts it back; it is dropped for
+/// good the first time it fails or the CPU proves one of its digests wrong
 /// ([`crate::chain_state::PassEngine`]).
 #[derive(Clone, Default)]
 pub struct OffloadEngine(Arc<std::sync::Mutex<Option<Box<dyn PassEngine>>>>);
@@ -318,12 +318,21 @@ impl OffloadEngine {
     pub fn new(engine: Box<dyn PassEngine>) -> Self {
         OffloadEngine(Arc::new(std::sync::Mutex::new(Some(engine))))
     }
+
+    /// The engine, if no other batch holds it (the lock is held only to move it).
+    fn take(&self) -> Option<Box<dyn PassEngine>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn put_back(&self, engine: Box<dyn PassEngine>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(engine);
+    }
 }
 
 impl std::fmt::Debug for OffloadEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let active = self.0.lock().map(|e| e.is_some()).unwrap_or(false);
-        write!(f, "OffloadEngine({})", if active { "active" } else { "none" })
+        let idle = self.0.try_lock().map(|e| e.is_some()).unwrap_or(false);
+        write!(f, "OffloadEngine({})", if idle { "idle" } else { "none or busy" })
     }
 }
 
@@ -524,8 +533,11 @@ impl Service {
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let seed: [u8; 32] = rand::random();
-            // One batch verifies at a time (the lane), so the lock is never contended.
-            let mut engine = offload.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Sync batches only: a block from gossip or from this node's own miner
+            // (which may run the same GPU kernels) is checked on the CPU. The engine
+            // is taken out for the batch, so a concurrent batch never waits for it
+            // (it runs on the CPU), and put back unless it failed.
+            let mut engine = if sync { offload.take() } else { None };
             let (digests, stats) = verify_branch(
                 &prepared,
                 threads,
@@ -533,10 +545,9 @@ impl Service {
                 assumed,
                 engine.as_mut().map(|e| &mut **e as &mut dyn PassEngine),
             );
-            if stats.offload_failed {
-                *engine = None;
+            if let Some(e) = engine.filter(|_| !stats.offload_failed) {
+                offload.put_back(e);
             }
-            drop(engine);
             crate::metrics::get().record_verification(started.elapsed(), &stats);
             // If the service is gone the node is stopping; nothing to do.
             let _ = self_tx.blocking_send(Command::Verified { prepared, digests, stats, sync, reply });

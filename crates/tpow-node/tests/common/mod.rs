@@ -41,7 +41,7 @@ pub struct Opts {
     pub mine: bool,
     /// Miner threads (default 1: tests share two cores).
     pub threads: Option<usize>,
-    /// Mine on the GPU (`--gpu`).
+    /// Use the GPU (`--gpu`): to mine (with `mine`) and to verify sync batches.
     pub gpu: bool,
     pub peers: Vec<String>,
     pub genesis_time_ms: Option<u64>,
