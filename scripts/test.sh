@@ -110,6 +110,10 @@ export TPOW_PYTHON="$CACHE/venv/bin/python" TPOW_OPENAI_TEST=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # Compiled shaders survive between runs: the GPU tests drop from ~110 s to ~35 s.
 export MESA_SHADER_CACHE_DIR="$CACHE/mesa-shader-cache"
+# lavapipe without LLVM's optimisation passes: the kernel tests compile many shader
+# variants once and run most of them briefly. Cold cache: the GPU tests took 301 s,
+# 218 s with this; warm: the same (about 110 s).
+export GALLIVM_PERF="${GALLIVM_PERF:-nopt}"
 # Every SIMD backend the CPU advertises must run end to end (tpow-core tests/backends.rs):
 # a detection bug that silently falls back to the scalar loop fails the test command.
 TPOW_REQUIRE_BACKENDS="$(grep -o -w 'avx2\|avx512vnni' /proc/cpuinfo 2>/dev/null | sort -u | sed 's/avx512vnni/avx512-vnni/' | paste -sd, - || true)"
@@ -191,9 +195,10 @@ step "cargo test (workspace, all targets), linted by clippy as it compiles (warn
 # ten minutes of a cold run on two cores). Exported: every later native build of
 # the test profile is the same build.
 export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver" RUSTFLAGS="-D warnings"
-# The node without chat compiles and lints clean, tests included (its binary is
-# linked again, with chat, by the next command).
-cargo build --profile test -p tpow-node --no-default-features --all-targets --locked
+# The node without chat (library and binaries) compiles and lints clean; its test
+# targets are built and run with chat only (the next command), which saves the
+# dozen test binaries' second build and link.
+cargo build --profile test -p tpow-node --no-default-features --lib --bins --locked
 cargo test --workspace --all-targets --locked --no-run
 # clippy-driver also turns off rustc's debug-assertion checks of raw-pointer
 # dereferences (alignment, null) and MIR optimisations: tpow-core, whose SIMD

@@ -615,6 +615,14 @@ pub trait PassEngine: Send {
     fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String>;
 }
 
+/// The CPU itself as an engine: the honest reference the tests compare engines with.
+#[cfg(test)]
+impl PassEngine for ModelCache {
+    fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String> {
+        ModelCache::output_digest(self, input).map_err(|e| e.to_string())
+    }
+}
+
 /// One thread's CPU pass: derives the model of the header's parent (once per
 /// parent in a row) and computes the digest, checked against the header.
 struct CpuPass {
@@ -995,7 +1003,7 @@ pub(crate) mod tests {
         fn output_digest(&mut self, input: &tpow_core::chain::PowInput) -> Result<[u8; 32], String> {
             self.calls += 1;
             match self.mode {
-                Fake::Honest => ModelCache::new().output_digest(input).map_err(|e| e.to_string()),
+                Fake::Honest => PassEngine::output_digest(&mut ModelCache::new(), input),
                 Fake::Wrong => Ok([7; 32]),
                 Fake::Broken => Err("device lost".into()),
             }
