@@ -156,13 +156,8 @@ node "$WASM_CHECK/run.mjs" --chromium "$(wasm_check simd128)" check
 # and there the relaxed dot product computes wrong sums.
 node "$WASM_CHECK/run.mjs" --chromium "$(wasm_check relaxed)" check
 
-step "waiting for the tools (wasm-bindgen-cli, trunk)"
-wait_for_tools
-
-step "committed builds are reproducible: pkg/ (light client) and www/dist (web app)"
-./scripts/build-pkg.sh --check
-./scripts/build-web.sh --check
-
+# Until here and in the next three stages the tools build in the background (the
+# fuzzing stage installs cargo-fuzz, so it waits: two installs into one root).
 step "independent Python implementation reproduces tests/vectors"
 "$CACHE/venv/bin/python" tests/vectors/reference.py
 
@@ -173,6 +168,13 @@ cargo build -q --release --locked -p tpow-core --example conformance
 
 step "mutation check: every rule mutation of reference.py fails at least one vector"
 "$CACHE/venv/bin/python" tests/vectors/mutations.py
+
+step "waiting for the tools (wasm-bindgen-cli, trunk)"
+wait_for_tools
+
+step "committed builds are reproducible: pkg/ (light client) and www/dist (web app)"
+./scripts/build-pkg.sh --check
+./scripts/build-web.sh --check
 
 if [ "$FUZZ_SECS" != "0" ]; then
   step "fuzzing the decoders for ${FUZZ_SECS}s each"
