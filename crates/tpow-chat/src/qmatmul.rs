@@ -273,7 +273,7 @@ impl QuantizedRows {
             let scale = amax / 127.0;
             let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
             for (q, &v) in q.iter_mut().zip(xs) {
-                *q = (v * inv).round() as i8;
+                *q = round_to_i8(v * inv);
             }
             *d = f16::from_f32(scale).to_f32();
         }
@@ -377,6 +377,24 @@ mod avx2 {
             }
         }
     }
+}
+
+/// `x.round() as i8` (half away from zero, saturating, NaN to 0) without the libm
+/// call that `f32::round` is on baseline x86-64: a vectorisable truncation and a
+/// correction by the exact fractional part (exact below 2^23; larger values are
+/// integers already, and saturate).
+#[inline]
+fn round_to_i8(x: f32) -> i8 {
+    let t = x as i32;
+    let frac = x - t as f32;
+    let step = if frac >= 0.5 {
+        1
+    } else if frac <= -0.5 {
+        -1
+    } else {
+        0
+    };
+    t.saturating_add(step).clamp(i8::MIN.into(), i8::MAX.into()) as i8
 }
 
 #[cfg(test)]
@@ -543,6 +561,23 @@ mod tests {
             QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::Q4_0)
                 .unwrap();
         assert!(Q8Matrix::from_qtensor(&q).unwrap().is_none(), "only Q8_0 is repacked");
+    }
+
+    /// Exact halves, the floats either side of them, the ends of the i8 range and
+    /// beyond, NaN and infinities: what `f32::round` then `as i8` gives.
+    #[test]
+    fn rounding_is_f32_rounds() {
+        let mut xs = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 0.0, -0.0, 3e9, -3e9];
+        for i in -600..=600 {
+            let h = i as f32 * 0.25;
+            xs.extend([h, f32::from_bits(h.to_bits().wrapping_add(1)), f32::from_bits(h.to_bits().wrapping_sub(1))]);
+        }
+        xs.extend([0.49999997, -0.49999997, 8388607.5, -8388607.5, 8388609.0, 16777217.0]);
+        let mut rng = Rng(99);
+        xs.extend(rng.values(10_000, 200.0));
+        for x in xs {
+            assert_eq!(round_to_i8(x), x.round() as i8, "{x:e}");
+        }
     }
 
     mod prop {
