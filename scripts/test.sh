@@ -108,11 +108,11 @@ fi
 # The tests that drive Python clients fail (rather than skip) without them.
 export TPOW_PYTHON="$CACHE/venv/bin/python" TPOW_OPENAI_TEST=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-# Compiled shaders survive between runs: the GPU tests drop from ~110 s to ~35 s.
+# Compiled shaders survive between runs (the tpow-gpu tests: 218 s cold, 109 s warm).
 export MESA_SHADER_CACHE_DIR="$CACHE/mesa-shader-cache"
 # lavapipe without LLVM's optimisation passes: the kernel tests compile many shader
-# variants once and run most of them briefly. Cold cache: the GPU tests took 301 s,
-# 218 s with this; warm: the same (about 110 s).
+# variants once and run most of them briefly. From an empty shader cache the tpow-gpu
+# tests took 301 s, 218 s with this; with a warm one about 110 s either way.
 export GALLIVM_PERF="${GALLIVM_PERF:-nopt}"
 # Every SIMD backend the CPU advertises must run end to end (tpow-core tests/backends.rs):
 # a detection bug that silently falls back to the scalar loop fails the test command.
@@ -197,10 +197,12 @@ step "cargo test (workspace, all targets), linted by clippy as it compiles (warn
 # ten minutes of a cold run on two cores). Exported: every later native build of
 # the test profile is the same build.
 export RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver" RUSTFLAGS="-D warnings"
-# The node without chat (library and binaries) compiles and lints clean; its test
-# targets are built and run with chat only (the next command), which saves the
-# dozen test binaries' second build and link.
-cargo build --profile test -p tpow-node --no-default-features --lib --bins --locked
+# The node without chat compiles and lints clean: library, binaries (the hostile
+# peer's too) and the sync benchmark, which is built without chat. Its test targets
+# are built and run with chat only (the next command), which saves the dozen test
+# binaries' second build and link.
+cargo build --profile test -p tpow-node --no-default-features --features attack --lib --bins \
+  --example sync_bench --locked
 cargo test --workspace --all-targets --locked --no-run
 # clippy-driver also turns off rustc's debug-assertion checks of raw-pointer
 # dereferences (alignment, null) and MIR optimisations: tpow-core, whose SIMD

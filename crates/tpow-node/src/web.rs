@@ -14,7 +14,7 @@ use axum::routing::any;
 use axum::{Json, Router};
 use tower_http::services::{ServeDir, ServeFile};
 
-/// The app's directory in the source tree, so `cargo run -p tpow-node` serves it
+/// The app's directory in the source tree, so `cargo run --release -p tpow-node` serves it
 /// from any working directory.
 pub fn default_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www/dist")
