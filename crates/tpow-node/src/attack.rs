@@ -20,7 +20,7 @@ use tpow_core::puzzle::pow_hash;
 use tpow_core::target::hash_meets_target;
 use tpow_core::{ChainParams, Header, HeaderChain};
 
-use crate::p2p::{build_swarm, BehaviourEvent};
+use crate::p2p::{build_swarm, BehaviourEvent, NodeMeta};
 use crate::wire::{self, GetBlocks};
 
 /// What the attacker sends.
@@ -113,6 +113,15 @@ async fn one_round(peer: &Multiaddr, params: &ChainParams, kind: AttackKind, dur
                 SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. })) => subscribed = true,
                 SwarmEvent::ConnectionClosed { num_established: 0, .. } => {
                     return Ok(if subscribed || forged.is_some() { Outcome::Disconnected } else { Outcome::Refused });
+                }
+                // Answered like an honest peer: a ban must come from the attack under
+                // test, not from a metadata request left unanswered (which the node
+                // also bans for, and which would race the attack).
+                SwarmEvent::Behaviour(BehaviourEvent::Meta(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                })) => {
+                    let _ = swarm.behaviour_mut().meta.send_response(channel, NodeMeta::default().encode());
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { message, .. })) => {
                     match message {

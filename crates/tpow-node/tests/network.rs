@@ -204,6 +204,9 @@ fn misbehaving_peers_are_banned_and_node_keeps_working() {
     let log = std::fs::read_to_string(a.dir.join("node.log")).expect("log");
     assert!(log.contains("undecodable gossip"), "garbage ban missing; log:\n{log}");
     assert!(log.contains("pow hash above target"), "bad-pow ban missing; log:\n{log}");
+    // The attacker answers like a peer in everything but its attack, so no other
+    // ban can race the one under test.
+    assert!(!log.contains("malformed metadata frame"), "the attacker was banned for something else; log:\n{log}");
     let (_, peers) = a.get_json("/api/peers");
     assert!(peers["peers"].as_array().expect("peers").is_empty(), "{peers}");
     let h = a.tip().0;
