@@ -439,14 +439,15 @@ impl Model {
                 let qd = qd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let kd = kd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let vd = v.narrow(1, 0, n_dec)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let mut y = Vec::with_capacity(n_dec * c.n_embd);
                 for (i, s) in seqs[..n_dec].iter_mut().enumerate() {
-                    let (kc, vc) = (&mut s.cache.k[li], &mut s.cache.v[li]);
-                    kc.extend_from_slice(&kd[i * row..(i + 1) * row]);
-                    vc.extend_from_slice(&vd[i * row..(i + 1) * row]);
-                    let qh = &qd[i * c.n_embd..(i + 1) * c.n_embd];
-                    y.extend(decode_attention(qh, kc, vc, s.cache.len + 1, c, &mut scores));
+                    s.cache.k[li].extend_from_slice(&kd[i * row..(i + 1) * row]);
+                    s.cache.v[li].extend_from_slice(&vd[i * row..(i + 1) * row]);
                 }
+                let kv: Vec<(&[f32], &[f32], usize)> = seqs[..n_dec]
+                    .iter()
+                    .map(|s| (s.cache.k[li].as_slice(), s.cache.v[li].as_slice(), s.cache.len + 1))
+                    .collect();
+                let y = decode_attention_rows(&qd, &kv, c);
                 ys.push(Tensor::from_vec(y, (1, n_dec, c.n_embd), &self.device)?);
             }
             let mut off = n_dec;
@@ -546,6 +547,34 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     }
     let (b, n_kv, s, d) = x.dims4()?;
     x.unsqueeze(2)?.broadcast_as((b, n_kv, rep, s, d))?.contiguous()?.reshape((b, n_kv * rep, s, d))
+}
+
+/// The decode attention of several sequences, one query row each (`q` is
+/// `kv.len()` rows of `n_embd`), each over its own cache `(k, v, kv_len)`, spread
+/// over candle's thread pool one sequence at a time: a sequence's result is the
+/// same whichever thread computes it, and the matmuls around it already use every
+/// thread, so serial attention would leave the others idle.
+fn decode_attention_rows(q: &[f32], kv: &[(&[f32], &[f32], usize)], c: &Config) -> Vec<f32> {
+    let e = c.n_embd;
+    let mut y = vec![0f32; kv.len() * e];
+    let rows: Vec<std::sync::Mutex<&mut [f32]>> = y.chunks_mut(e).map(std::sync::Mutex::new).collect();
+    let work = |range: std::ops::Range<usize>| {
+        let mut scores = Vec::new();
+        for i in range {
+            let (k, v, kv_len) = kv[i];
+            let out = decode_attention(&q[i * e..(i + 1) * e], k, v, kv_len, c, &mut scores);
+            // One item per row: the lock is never contended (nor poisoned, as a
+            // panic here propagates out of the pool).
+            rows[i].lock().unwrap_or_else(|p| p.into_inner()).copy_from_slice(&out);
+        }
+    };
+    if kv.len() > 1 {
+        candle_core::utils::barrier_pool().execute_chunked(kv.len(), work);
+    } else {
+        work(0..kv.len());
+    }
+    drop(rows);
+    y
 }
 
 /// Attention of one query position over `kv_len` cached positions.

@@ -41,7 +41,7 @@ const BLOCK_BYTES: usize = 2 + QK8_0;
 /// Columns per weight tile.
 pub const COLS: usize = 4;
 /// Rows combined with one weight tile at a time (the register tile).
-const ROWS: usize = 4;
+const ROWS: usize = 8;
 
 /// The inner kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,11 +185,12 @@ impl Q8Matrix {
         let out_addr = out.as_mut_ptr() as usize;
         let work = |range: std::ops::Range<usize>| {
             let mut tile_out = [[0f32; COLS]; ROWS];
+            let mut scales = vec![0f32; self.nb * COLS * ROWS];
             for t in range {
                 let mut r0 = 0;
                 while r0 < m {
                     let rows = (m - r0).min(ROWS);
-                    self.tile(kernel, t, &xq, r0, rows, &mut tile_out);
+                    self.tile(kernel, t, &xq, r0, rows, &mut scales, &mut tile_out);
                     let cols = (self.n - t * COLS).min(COLS);
                     for (r, vals) in tile_out[..rows].iter().enumerate() {
                         // SAFETY: `out` holds `m * n` f32 and outlives this call (the
@@ -213,7 +214,9 @@ impl Q8Matrix {
         }
     }
 
-    /// One tile of columns against `rows` (1..=ROWS) rows from `r0`.
+    /// One tile of columns against `rows` (1..=ROWS) rows from `r0` (a multiple
+    /// of [`ROWS`]); `scales` is scratch space of `nb * COLS * ROWS` values.
+    #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
         kernel: Kernel,
@@ -221,6 +224,7 @@ impl Q8Matrix {
         xq: &QuantizedRows,
         r0: usize,
         rows: usize,
+        scales: &mut [f32],
         out: &mut [[f32; COLS]; ROWS],
     ) {
         let nb = self.nb;
@@ -231,14 +235,23 @@ impl Q8Matrix {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: `matmul_with` checked that this CPU has AVX2 and FMA
-                // (`Kernel::detect`); the slices hold `nb` blocks of every row and column.
-                // Register tiles of at most 8 accumulators (16 ymm registers in all).
+                // (`Kernel::detect`); the slices hold `nb` blocks of every row and
+                // column. At least four independent accumulators hide the FMA's
+                // latency; at most eight leave room in the 16 ymm registers for the
+                // operands, so no accumulator is spilled.
                 unsafe {
+                    if rows > 1 {
+                        avx2::scale_products(wd, xq, r0, scales);
+                    }
                     match rows {
-                        1 => avx2::tile::<4, 1>(wq, wd, xq, r0, out),
-                        2 => avx2::tile::<4, 2>(wq, wd, xq, r0, out),
-                        3 => avx2::tile::<2, 3>(wq, wd, xq, r0, out),
-                        _ => avx2::tile::<2, 4>(wq, wd, xq, r0, out),
+                        1 => avx2::tile::<4, 1>(wq, wd, xq, r0, scales, out),
+                        2 => avx2::tile::<2, 2>(wq, wd, xq, r0, scales, out),
+                        3 => avx2::tile::<2, 3>(wq, wd, xq, r0, scales, out),
+                        4 => avx2::tile::<2, 4>(wq, wd, xq, r0, scales, out),
+                        5 => avx2::tile::<1, 5>(wq, wd, xq, r0, scales, out),
+                        6 => avx2::tile::<1, 6>(wq, wd, xq, r0, scales, out),
+                        7 => avx2::tile::<1, 7>(wq, wd, xq, r0, scales, out),
+                        _ => avx2::tile::<1, 8>(wq, wd, xq, r0, scales, out),
                     }
                 }
             }
@@ -252,10 +265,15 @@ impl Q8Matrix {
 pub struct QuantizedRows {
     /// Blocks per row.
     nb: usize,
+    /// Rows, rounded up to a multiple of [`ROWS`] (zero rows past the end).
+    m_pad: usize,
     /// `[row][k]`.
     qs: Vec<i8>,
     /// `[row][block]`: the scale as stored (rounded to f16), as `f32`.
     d: Vec<f32>,
+    /// `[block][m_pad]`: the same scales by block, so the scales of a tile's
+    /// rows for one block are one vector load.
+    d_by_block: Vec<f32>,
 }
 
 impl QuantizedRows {
@@ -277,7 +295,15 @@ impl QuantizedRows {
             }
             *d = f16::from_f32(scale).to_f32();
         }
-        QuantizedRows { nb, qs, d }
+        let m = blocks.checked_div(nb).unwrap_or(0);
+        let m_pad = m.next_multiple_of(ROWS);
+        let mut d_by_block = vec![0f32; nb * m_pad];
+        for (r, row) in d.chunks_exact(nb.max(1)).enumerate() {
+            for (b, &v) in row.iter().enumerate() {
+                d_by_block[b * m_pad + r] = v;
+            }
+        }
+        QuantizedRows { nb, m_pad, qs, d, d_by_block }
     }
 
     fn row_qs(&self, r: usize) -> &[i8] {
@@ -321,51 +347,85 @@ mod avx2 {
         _mm_cvtss_f32(r)
     }
 
-    /// `R` rows from `r0` against one tile of [`COLS`] columns, `CS` columns at a
-    /// time (`R * CS` accumulators stay in registers).
+    /// The scale of every (block, column, row) of a tile against the rows
+    /// `r0..r0 + ROWS`, `[block][col][row]` into `scales`: `d_w * d_x`, the f32
+    /// product candle broadcasts, eight rows per multiplication. The kernel then
+    /// broadcasts each from memory, which costs a load, not a vector ALU slot.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA. `wq` must hold `nb * COLS * 32` quants and
-    /// `wd` `nb * COLS` scales, with `nb` the blocks of `xq`'s rows; rows
-    /// `r0..r0 + R` must exist in `xq`; `CS` must divide `COLS`.
+    /// The CPU must have AVX2. `wd` must hold `nb * COLS` scales, `scales` at
+    /// least `nb * COLS * ROWS`, and `r0 + ROWS <= xq.m_pad`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_products(wd: &[f32], xq: &QuantizedRows, r0: usize, scales: &mut [f32]) {
+        let nb = xq.nb;
+        assert!(ROWS == 8 && wd.len() >= nb * COLS && scales.len() >= nb * COLS * ROWS && r0 + ROWS <= xq.m_pad);
+        let dp = xq.d_by_block.as_ptr();
+        let sp = scales.as_mut_ptr();
+        for b in 0..nb {
+            // SAFETY: b < nb and r0 + 8 <= m_pad, within `d_by_block` ([nb][m_pad]).
+            let dx = unsafe { _mm256_loadu_ps(dp.add(b * xq.m_pad + r0)) };
+            for c in 0..COLS {
+                let d = _mm256_mul_ps(_mm256_set1_ps(wd[b * COLS + c]), dx);
+                // SAFETY: (b * COLS + c + 1) * ROWS <= nb * COLS * ROWS <= scales.len().
+                unsafe { _mm256_storeu_ps(sp.add((b * COLS + c) * ROWS), d) };
+            }
+        }
+    }
+
+    /// `R` rows from `r0` against one tile of [`COLS`] columns, `CS` columns at a
+    /// time (`R * CS` accumulators stay in registers), with the scales from
+    /// [`scale_products`] when `R > 1`; a single row multiplies its scales in
+    /// the loop instead (nothing to share them with, so a table would only add
+    /// stores).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA. `wq` must hold `nb * COLS * 32` quants,
+    /// `wd` `nb * COLS` scales and, when `R > 1`, `scales` `nb * COLS * ROWS`
+    /// values, with `nb` the blocks of `xq`'s rows; rows `r0..r0 + R` must exist
+    /// in `xq`; `CS` must divide `COLS`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile<const CS: usize, const R: usize>(
         wq: &[i8],
         wd: &[f32],
         xq: &QuantizedRows,
         r0: usize,
+        scales: &[f32],
         out: &mut [[f32; COLS]; ROWS],
     ) {
         let nb = xq.nb;
-        assert!(R <= ROWS && COLS.is_multiple_of(CS) && wq.len() >= nb * COLS * QK8_0 && wd.len() >= nb * COLS);
+        assert!(
+            R <= ROWS
+                && COLS.is_multiple_of(CS)
+                && wq.len() >= nb * COLS * QK8_0
+                && wd.len() >= nb * COLS
+                && (R == 1 || scales.len() >= nb * COLS * ROWS)
+                && (r0 + R) * nb * QK8_0 <= xq.qs.len()
+        );
+        let xd = xq.row_d(r0);
         let xs: [*const i8; R] = std::array::from_fn(|r| xq.row_qs(r0 + r).as_ptr());
-        let xd: [&[f32]; R] = std::array::from_fn(|r| xq.row_d(r0 + r));
         let ones = _mm256_set1_epi16(1);
-        let wp = wq.as_ptr();
+        let (wp, sp) = (wq.as_ptr(), scales.as_ptr());
         for c0 in (0..COLS).step_by(CS) {
             let mut acc = [[_mm256_setzero_ps(); CS]; R];
             for b in 0..nb {
-                let mut w = [_mm256_setzero_si256(); CS];
-                let mut aw = [_mm256_setzero_si256(); CS];
-                for c in 0..CS {
-                    // SAFETY: block b of column c0 + c is within `wq` (nb blocks of
-                    // COLS columns of 32 quants); an unaligned load.
-                    w[c] = unsafe { _mm256_loadu_si256(wp.add((b * COLS + c0 + c) * QK8_0) as *const __m256i) };
-                    aw[c] = _mm256_sign_epi8(w[c], w[c]);
-                }
-                // The scales broadcast once per block and column / row: the lanes of
-                // `dw * dy` are the f32 product candle broadcasts.
-                let dw: [__m256; CS] = std::array::from_fn(|c| _mm256_set1_ps(wd[b * COLS + c0 + c]));
+                // SAFETY (all loads below): block b of column c0 + c is within `wq`
+                // (nb blocks of COLS columns of 32 quants), block b of row r0 + r
+                // within that row, scale (b, c0 + c, r) within `scales`; unaligned loads.
+                let w: [__m256i; CS] =
+                    std::array::from_fn(|c| unsafe { _mm256_loadu_si256(wp.add((b * COLS + c0 + c) * QK8_0).cast()) });
+                let aw: [__m256i; CS] = std::array::from_fn(|c| _mm256_sign_epi8(w[c], w[c]));
                 for r in 0..R {
-                    // SAFETY: block b of row r0 + r is within the row (nb blocks of 32).
-                    let y = unsafe { _mm256_loadu_si256(xs[r].add(b * QK8_0) as *const __m256i) };
-                    let dy = _mm256_set1_ps(xd[r][b]);
+                    let y = unsafe { _mm256_loadu_si256(xs[r].add(b * QK8_0).cast()) };
                     for c in 0..CS {
                         // candle's mul_sum_i8_pairs_float then fmadd, operand for operand.
                         let sy = _mm256_sign_epi8(y, w[c]);
                         let dot = _mm256_maddubs_epi16(aw[c], sy);
                         let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
-                        let d = _mm256_mul_ps(dw[c], dy);
+                        let d = if R == 1 {
+                            _mm256_mul_ps(_mm256_set1_ps(wd[b * COLS + c0 + c]), _mm256_set1_ps(xd[b]))
+                        } else {
+                            unsafe { _mm256_broadcast_ss(&*sp.add((b * COLS + c0 + c) * ROWS + r)) }
+                        };
                         acc[r][c] = _mm256_fmadd_ps(d, q, acc[r][c]);
                     }
                 }
@@ -589,7 +649,7 @@ mod tests {
             /// Any shape and scale: bit-identical to candle where candle runs the same
             /// kernel, and extreme quants (±127, zero blocks) included.
             #[test]
-            fn matches_candle(m in 1usize..7, n in 1usize..13, kb in 1usize..6, seed in any::<u64>(), spread in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(300.0f32)]) {
+            fn matches_candle(m in 1usize..18, n in 1usize..13, kb in 1usize..6, seed in any::<u64>(), spread in prop_oneof![Just(1e-3f32), Just(1.0f32), Just(300.0f32)]) {
                 let k = kb * QK8_0;
                 let mut rng = Rng(seed | 1);
                 let mut w = rng.values(n * k, spread);
