@@ -7,6 +7,8 @@
 //! second, for candle's `QMatMul` and for [`tpow_chat::qmatmul::Q8Matrix`] (the two
 //! alternate call by call, so machine load hits both alike). CPU time rather than
 //! wall time: the machine may be shared; at one thread every call runs here.
+//! `BASELINE=avx2` puts the batched AVX2 kernel in candle's column (to measure
+//! another kernel of this CPU against it).
 
 use std::time::Instant;
 
@@ -40,8 +42,10 @@ fn main() {
         ("down", 576, 1536),
         ("lm head", 49152, 576),
     ];
+    let avx2_baseline = std::env::var("BASELINE").is_ok_and(|b| b == "avx2");
+    let base = if avx2_baseline { "AVX2 kernel" } else { "candle" };
     println!("kernel: {:?}", Kernel::detect());
-    println!("| matrix | n x k | m | candle (G MAC/s) | batched (G MAC/s) | speed-up | wall ms candle / batched |");
+    println!("| matrix | n x k | m | {base} (G MAC/s) | batched (G MAC/s) | speed-up | wall ms {base} / batched |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move || {
@@ -68,7 +72,12 @@ fn main() {
             for _ in 0..reps {
                 let (t, c) = (Instant::now(), cpu_ns());
                 for _ in 0..calls {
-                    std::hint::black_box(theirs.forward(&xt).unwrap());
+                    if avx2_baseline {
+                        ours.matmul_with(Kernel::Avx2, &x, &mut out);
+                        std::hint::black_box(&out);
+                    } else {
+                        std::hint::black_box(theirs.forward(&xt).unwrap());
+                    }
                 }
                 c_cpu.push((cpu_ns() - c) as f64 / calls as f64);
                 c_wall.push(t.elapsed().as_secs_f64() / calls as f64);
