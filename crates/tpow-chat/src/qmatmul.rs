@@ -56,18 +56,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, slowest first.
+    const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx2Vnni];
+
     /// The best kernel this CPU runs (detected once).
     pub fn detect() -> Kernel {
         static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            let mut best = Kernel::Portable;
-            for k in [Kernel::Avx2, Kernel::Avx2Vnni] {
-                if k.runs_here() {
-                    best = k;
-                }
-            }
-            best
-        })
+        *KERNEL.get_or_init(|| Kernel::ALL.into_iter().rev().find(|k| k.runs_here()).unwrap_or(Kernel::Portable))
     }
 
     /// Whether this CPU has what the kernel needs.
@@ -100,7 +95,7 @@ impl Kernel {
 
     /// The kernels this CPU can run (for tests).
     pub fn available() -> Vec<Kernel> {
-        [Kernel::Portable, Kernel::Avx2, Kernel::Avx2Vnni].into_iter().filter(|k| k.runs_here()).collect()
+        Kernel::ALL.into_iter().filter(|k| k.runs_here()).collect()
     }
 }
 
