@@ -96,7 +96,7 @@ impl Proj {
             widths.push(t.shape().dims2()?.0);
             bytes.extend_from_slice(&t.data()?);
         }
-        Ok(Proj::Q8(Q8Matrix::from_q8_0_bytes(&bytes, widths.iter().sum(), k)?, widths))
+        Ok(Proj::Q8(Q8Matrix::from_q8_0_bytes(&bytes, widths.iter().sum(), k, Kernel::detect())?, widths))
     }
 
     /// The outputs for `x` of shape `(1, m, k)`, each `(1, m, n_i)`.

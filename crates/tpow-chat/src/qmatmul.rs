@@ -9,8 +9,8 @@
 //! walk reads the whole weight matrix through one dependency chain per output, so a
 //! step of 8 sequences costs 8 single steps.
 //!
-//! Here the weights are repacked at load into tiles of [`COLS`] columns (one block
-//! of each column side by side, scales as `f32`), and a tile's block is combined
+//! Here the weights are repacked at load into tiles of [`COLS`] (or [`WIDE_COLS`])
+//! columns (one block of each column side by side, scales as `f32`), and a tile's block is combined
 //! with every row of the step while it is in registers and L1: a step reads the
 //! weights once, whatever its number of rows, and many independent accumulators
 //! keep the vector units busy. Each output is still accumulated block by block in
@@ -21,6 +21,10 @@
 //!   (`vpmaddubsw`), then to eight 32-bit lanes (`vpmaddwd`), converted to
 //!   `f32` and added to an 8-lane accumulator with one FMA by `d_w * d_x`; the
 //!   eight lanes are summed at the end in candle's order;
+//!   With AVX-512 VNNI the same values come cheaper: the 16-column kernel keeps one
+//!   column per 32-bit lane, so a `vpdpbusd` on the offset weights makes that
+//!   four-product sum for 16 columns at once, and the lane's conversion and FMA
+//!   are done for 16 columns by one instruction each (see [`Kernel::Avx512Vnni`]);
 //! - otherwise (the portable kernel, candle's `vec_dot_unopt`): per block the
 //!   exact integer sum, then `acc += sum as f32 * d_w * d_x` in that order.
 //!
@@ -38,10 +42,16 @@ use half::f16;
 pub const QK8_0: usize = 32;
 /// Bytes of one Q8_0 block in a GGUF tensor.
 const BLOCK_BYTES: usize = 2 + QK8_0;
-/// Columns per weight tile.
+/// Columns per weight tile of the 4-column kernels.
 pub const COLS: usize = 4;
+/// Columns per weight tile of [`Kernel::Avx512Vnni`] (one per 32-bit lane of a
+/// 512-bit register).
+pub const WIDE_COLS: usize = 16;
 /// Rows combined with one weight tile at a time (the register tile).
 const ROWS: usize = 8;
+/// Rows per pass of [`Kernel::Avx512Vnni`]: eight accumulators a row fill 24 of
+/// the 32 registers at three rows.
+const WIDE_ROWS: usize = 3;
 
 /// The inner kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +63,17 @@ pub enum Kernel {
     /// [`Kernel::Avx2`] with AVX-512 VNNI's `vpdpbusd` for the block's integer
     /// dot product: the same bits, one multiply fewer per 32 products.
     Avx2Vnni,
+    /// AVX-512 VNNI on 16 columns at once: each 32-bit lane holds one column, so
+    /// one `vpdpbusd` makes the same four-product sum that the AVX2 kernel keeps
+    /// in one lane, for 16 columns; the weights are stored offset to unsigned
+    /// bytes and a per-row correction restores the exact signed sum, so no sign
+    /// instruction is needed. The same bits as [`Kernel::Avx2`].
+    Avx512Vnni,
 }
 
 impl Kernel {
     /// Every kernel, slowest first.
-    const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx2Vnni];
+    const ALL: [Kernel; 4] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx2Vnni, Kernel::Avx512Vnni];
 
     /// The best kernel this CPU runs (detected once).
     pub fn detect() -> Kernel {
@@ -75,6 +91,9 @@ impl Kernel {
                 Kernel::Avx2 => avx2,
                 Kernel::Avx2Vnni => {
                     avx2 && std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl")
+                }
+                Kernel::Avx512Vnni => {
+                    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
                 }
             }
         }
@@ -97,6 +116,24 @@ impl Kernel {
     pub fn available() -> Vec<Kernel> {
         Kernel::ALL.into_iter().filter(|k| k.runs_here()).collect()
     }
+
+    /// Columns per weight tile.
+    fn cols(self) -> usize {
+        if self == Kernel::Avx512Vnni {
+            WIDE_COLS
+        } else {
+            COLS
+        }
+    }
+
+    /// Rows per pass over a weight tile.
+    fn rows(self) -> usize {
+        if self == Kernel::Avx512Vnni {
+            WIDE_ROWS
+        } else {
+            ROWS
+        }
+    }
 }
 
 /// Whether candle 0.11 would multiply by a Q8_0 matrix of `n` rows of `k` through
@@ -118,22 +155,28 @@ pub fn candle_repacks(n: usize, k: usize) -> bool {
 }
 
 /// A Q8_0 weight matrix of `n` output columns by `k` inputs (GGML's `[n][k]`
-/// layout, i.e. the transposed operand of `x · Wᵀ`), repacked into tiles.
+/// layout, i.e. the transposed operand of `x · Wᵀ`), repacked into tiles for one
+/// kernel.
 pub struct Q8Matrix {
     n: usize,
     k: usize,
     /// Blocks per column (`k / 32`).
     nb: usize,
-    /// `[tile][block][col][32]`: the quants of [`COLS`] columns, block by block.
-    /// Columns past `n` (the last tile's padding) are zero.
+    /// The kernel the tiles are laid out for.
+    kernel: Kernel,
+    /// The quants of `kernel.cols()` columns, block by block. 4-column kernels:
+    /// `[tile][block][col][32]`. [`Kernel::Avx512Vnni`]: `[tile][block][group of
+    /// 4][col][4]`, each quant offset by 128 (stored as `q ^ 0x80`, an unsigned
+    /// byte). Columns past `n` (the last tile's padding) hold zero weights.
     qs: Vec<i8>,
     /// `[tile][block][col]`: the blocks' scales as `f32` (exact).
     d: Vec<f32>,
 }
 
 impl Q8Matrix {
-    /// From the bytes of a GGML Q8_0 tensor of shape `[n][k]`.
-    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> candle_core::Result<Q8Matrix> {
+    /// From the bytes of a GGML Q8_0 tensor of shape `[n][k]`, laid out for
+    /// `kernel`.
+    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize, kernel: Kernel) -> candle_core::Result<Q8Matrix> {
         if k == 0 || !k.is_multiple_of(QK8_0) {
             candle_core::bail!("a Q8_0 row of {k} values is not whole blocks");
         }
@@ -141,30 +184,37 @@ impl Q8Matrix {
         if data.len() != n * nb * BLOCK_BYTES {
             candle_core::bail!("{} bytes for a {n}x{k} Q8_0 matrix", data.len());
         }
-        let tiles = n.div_ceil(COLS);
-        let mut qs = vec![0i8; tiles * nb * COLS * QK8_0];
-        let mut d = vec![0f32; tiles * nb * COLS];
+        let cols = kernel.cols();
+        let wide = kernel == Kernel::Avx512Vnni;
+        let tiles = n.div_ceil(cols);
+        // Padding columns: zero weights (0x80 once offset).
+        let mut qs = vec![if wide { i8::MIN } else { 0 }; tiles * nb * cols * QK8_0];
+        let mut d = vec![0f32; tiles * nb * cols];
         for col in 0..n {
-            let (t, c) = (col / COLS, col % COLS);
+            let (t, c) = (col / cols, col % cols);
             for b in 0..nb {
                 let block = &data[(col * nb + b) * BLOCK_BYTES..][..BLOCK_BYTES];
-                let at = (t * nb + b) * COLS + c;
+                let at = (t * nb + b) * cols + c;
                 d[at] = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                for (q, &byte) in qs[at * QK8_0..][..QK8_0].iter_mut().zip(&block[2..]) {
-                    *q = byte as i8;
+                for (i, &byte) in block[2..].iter().enumerate() {
+                    if wide {
+                        qs[(t * nb + b) * cols * QK8_0 + (i / 4) * cols * 4 + c * 4 + i % 4] = (byte ^ 0x80) as i8;
+                    } else {
+                        qs[at * QK8_0 + i] = byte as i8;
+                    }
                 }
             }
         }
-        Ok(Q8Matrix { n, k, nb, qs, d })
+        Ok(Q8Matrix { n, k, nb, kernel, qs, d })
     }
 
     /// From a candle tensor, when it is a 2-D Q8_0 tensor (else None).
-    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Q8Matrix>> {
+    pub fn from_qtensor(t: &QTensor, kernel: Kernel) -> candle_core::Result<Option<Q8Matrix>> {
         if t.dtype() != GgmlDType::Q8_0 {
             return Ok(None);
         }
         let (n, k) = t.shape().dims2()?;
-        Ok(Some(Q8Matrix::from_q8_0_bytes(&t.data()?, n, k)?))
+        Ok(Some(Q8Matrix::from_q8_0_bytes(&t.data()?, n, k, kernel)?))
     }
 
     /// Output columns.
@@ -177,18 +227,19 @@ impl Q8Matrix {
         self.k
     }
 
-    /// `x · Wᵀ` for the `m = x.len() / k` rows of `x`, into `out` (`m * n`,
-    /// row-major), with [`Kernel::detect`]'s kernel on candle's thread pool.
-    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
-        self.matmul_with(Kernel::detect(), x, out)
+    /// The kernel the matrix was laid out for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
-    /// [`Q8Matrix::matmul`] with a chosen kernel.
+    /// `x · Wᵀ` for the `m = x.len() / k` rows of `x`, into `out` (`m * n`,
+    /// row-major), on candle's thread pool.
     ///
     /// # Panics
-    /// When `x` is not whole rows, `out` is not `m * n` long, or `kernel` is not
-    /// one this CPU runs.
-    pub fn matmul_with(&self, kernel: Kernel, x: &[f32], out: &mut [f32]) {
+    /// When `x` is not whole rows, `out` is not `m * n` long, or the matrix's
+    /// kernel is not one this CPU runs.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        let kernel = self.kernel;
         assert_eq!(x.len() % self.k, 0, "x is not whole rows of {}", self.k);
         let m = x.len() / self.k;
         assert_eq!(out.len(), m * self.n, "out is not {m}x{}", self.n);
@@ -197,17 +248,18 @@ impl Q8Matrix {
             return;
         }
         let xq = QuantizedRows::new(x, self.k);
-        let tiles = self.n.div_ceil(COLS);
+        let (tile_cols, step) = (kernel.cols(), kernel.rows());
+        let tiles = self.n.div_ceil(tile_cols);
         let out_addr = out.as_mut_ptr() as usize;
         let work = |range: std::ops::Range<usize>| {
-            let mut tile_out = [[0f32; COLS]; ROWS];
+            let mut tile_out = [[0f32; WIDE_COLS]; ROWS];
             let mut scales = vec![0f32; self.nb * COLS * ROWS];
             for t in range {
                 let mut r0 = 0;
                 while r0 < m {
-                    let rows = (m - r0).min(ROWS);
-                    self.tile(kernel, t, &xq, r0, rows, &mut scales, &mut tile_out);
-                    let cols = (self.n - t * COLS).min(COLS);
+                    let rows = (m - r0).min(step);
+                    self.tile(t, &xq, r0, rows, &mut scales, &mut tile_out);
+                    let cols = (self.n - t * tile_cols).min(tile_cols);
                     for (r, vals) in tile_out[..rows].iter().enumerate() {
                         // SAFETY: `out` holds `m * n` f32 and outlives this call (the
                         // pool returns when every item is done); (r0 + r) < m and
@@ -215,7 +267,7 @@ impl Q8Matrix {
                         // is handled by exactly one work item, so no two threads write
                         // the same element and nothing reads `out` meanwhile.
                         unsafe {
-                            let dst = (out_addr as *mut f32).add((r0 + r) * self.n + t * COLS);
+                            let dst = (out_addr as *mut f32).add((r0 + r) * self.n + t * tile_cols);
                             std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, cols);
                         }
                     }
@@ -230,22 +282,22 @@ impl Q8Matrix {
         }
     }
 
-    /// One tile of columns against `rows` (1..=ROWS) rows from `r0` (a multiple
-    /// of [`ROWS`]); `scales` is scratch space of `nb * COLS * ROWS` values.
-    #[allow(clippy::too_many_arguments)]
+    /// One tile of columns against `rows` (1..=`kernel.rows()`) rows from `r0`
+    /// (a multiple of `kernel.rows()`); `scales` is scratch space of
+    /// `nb * COLS * ROWS` values.
     fn tile(
         &self,
-        kernel: Kernel,
         t: usize,
         xq: &QuantizedRows,
         r0: usize,
         rows: usize,
         scales: &mut [f32],
-        out: &mut [[f32; COLS]; ROWS],
+        out: &mut [[f32; WIDE_COLS]; ROWS],
     ) {
-        let nb = self.nb;
-        let wq = &self.qs[t * nb * COLS * QK8_0..][..nb * COLS * QK8_0];
-        let wd = &self.d[t * nb * COLS..][..nb * COLS];
+        let (nb, kernel) = (self.nb, self.kernel);
+        let cols = kernel.cols();
+        let wq = &self.qs[t * nb * cols * QK8_0..][..nb * cols * QK8_0];
+        let wd = &self.d[t * nb * cols..][..nb * cols];
         match kernel {
             Kernel::Portable => portable_tile(wq, wd, xq, r0, rows, out),
             #[cfg(target_arch = "x86_64")]
@@ -280,8 +332,21 @@ impl Q8Matrix {
                     }
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above (`Kernel::Avx512Vnni::runs_here`); the slices hold
+            // `nb` blocks of the tile's 16 columns and of every row.
+            Kernel::Avx512Vnni => unsafe {
+                match rows {
+                    1 => avx512::tile::<1>(wq, wd, xq, r0, out),
+                    2 => avx512::tile::<2>(wq, wd, xq, r0, out),
+                    3 => avx512::tile::<3>(wq, wd, xq, r0, out),
+                    _ => avx512::tile::<4>(wq, wd, xq, r0, out),
+                }
+            },
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 | Kernel::Avx2Vnni => unreachable!("x86-64 kernels on another architecture"),
+            Kernel::Avx2 | Kernel::Avx2Vnni | Kernel::Avx512Vnni => {
+                unreachable!("x86-64 kernels on another architecture")
+            }
         }
     }
 }
@@ -299,6 +364,10 @@ pub struct QuantizedRows {
     /// `[block][m_pad]`: the same scales by block, so the scales of a tile's
     /// rows for one block are one vector load.
     d_by_block: Vec<f32>,
+    /// `[row][k / 4]`: `-128` times the sum of each four quants, which turns
+    /// `Σ (w + 128) x` (the offset weights of [`Kernel::Avx512Vnni`]) back into
+    /// `Σ w x`.
+    offsets: Vec<i32>,
 }
 
 impl QuantizedRows {
@@ -328,7 +397,8 @@ impl QuantizedRows {
                 d_by_block[b * m_pad + r] = v;
             }
         }
-        QuantizedRows { nb, m_pad, qs, d, d_by_block }
+        let offsets = qs.chunks_exact(4).map(|g| -128 * g.iter().map(|&q| i32::from(q)).sum::<i32>()).collect();
+        QuantizedRows { nb, m_pad, qs, d, d_by_block, offsets }
     }
 
     fn row_qs(&self, r: usize) -> &[i8] {
@@ -342,10 +412,18 @@ impl QuantizedRows {
 
 /// The portable tile: per (row, column), block by block, the exact integer sum then
 /// `acc += sum as f32 * d_w * d_x` (candle's `vec_dot_unopt`).
-fn portable_tile(wq: &[i8], wd: &[f32], xq: &QuantizedRows, r0: usize, rows: usize, out: &mut [[f32; COLS]; ROWS]) {
+fn portable_tile(
+    wq: &[i8],
+    wd: &[f32],
+    xq: &QuantizedRows,
+    r0: usize,
+    rows: usize,
+    out: &mut [[f32; WIDE_COLS]; ROWS],
+) {
     for (r, acc) in out[..rows].iter_mut().enumerate() {
         let (xs, xd) = (xq.row_qs(r0 + r), xq.row_d(r0 + r));
-        *acc = [0f32; COLS];
+        let acc = &mut acc[..COLS];
+        acc.fill(0.0);
         for (b, (xb, &dx)) in xs.chunks_exact(QK8_0).zip(xd).enumerate() {
             for (c, a) in acc.iter_mut().enumerate() {
                 let wb = &wq[(b * COLS + c) * QK8_0..][..QK8_0];
@@ -358,7 +436,7 @@ fn portable_tile(wq: &[i8], wd: &[f32], xq: &QuantizedRows, r0: usize, rows: usi
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{QuantizedRows, COLS, QK8_0, ROWS};
+    use super::{QuantizedRows, COLS, QK8_0, ROWS, WIDE_COLS};
     use std::arch::x86_64::*;
 
     /// Sums the 8 lanes in candle's order (`hsum_float_8`): high half plus low half,
@@ -421,7 +499,7 @@ mod avx2 {
             xq: &QuantizedRows,
             r0: usize,
             scales: &[f32],
-            out: &mut [[f32; COLS]; ROWS],
+            out: &mut [[f32; WIDE_COLS]; ROWS],
         ) {
             let nb = xq.nb;
             assert!(
@@ -492,6 +570,79 @@ mod avx2 {
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{QuantizedRows, QK8_0, ROWS, WIDE_COLS};
+    use std::arch::x86_64::*;
+
+    /// Groups of four quants per block: one 32-bit lane of the AVX2 kernel each.
+    const GROUPS: usize = QK8_0 / 4;
+
+    /// `R` rows from `r0` against one 16-column tile.
+    ///
+    /// The AVX2 kernel keeps, per (row, column), eight f32 accumulators, lane `j`
+    /// collecting block after block `d_w * d_x * Σ` of products `4j..4j + 4`, and
+    /// sums the lanes at the end. Here accumulator `j` of a row holds that lane
+    /// for the 16 columns: `vpdpbusd` of the offset weights (`w + 128`, unsigned)
+    /// with the row's four quants broadcast (signed), started from the row's
+    /// correction `-128 Σ x`, is the exact `Σ w x` of the group for every column;
+    /// it is converted and fused-multiply-added exactly as the AVX2 kernel does,
+    /// and the eight accumulators are summed in `hsum_float_8`'s order. So the
+    /// same operations on the same values, column by column, in other lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 VNNI. `wq` must hold the tile's
+    /// `nb * 16 * 32` offset quants, `wd` its `nb * 16` scales, with `nb` the
+    /// blocks of `xq`'s rows; rows `r0..r0 + R` must exist in `xq`.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[allow(clippy::needless_range_loop)] // a register tile: one index runs through several arrays
+    pub(super) unsafe fn tile<const R: usize>(
+        wq: &[i8],
+        wd: &[f32],
+        xq: &QuantizedRows,
+        r0: usize,
+        out: &mut [[f32; WIDE_COLS]; ROWS],
+    ) {
+        let nb = xq.nb;
+        assert!(
+            R <= ROWS
+                && wq.len() >= nb * WIDE_COLS * QK8_0
+                && wd.len() >= nb * WIDE_COLS
+                && (r0 + R) * nb * QK8_0 <= xq.qs.len()
+                && (r0 + R) * nb * GROUPS <= xq.offsets.len()
+        );
+        let xs: [*const i8; R] = std::array::from_fn(|r| xq.row_qs(r0 + r).as_ptr());
+        let xd: [&[f32]; R] = std::array::from_fn(|r| xq.row_d(r0 + r));
+        let off: [*const i32; R] = std::array::from_fn(|r| xq.offsets[(r0 + r) * nb * GROUPS..].as_ptr());
+        let (wp, dp) = (wq.as_ptr(), wd.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); GROUPS]; R];
+        for b in 0..nb {
+            // SAFETY (all loads below): block b's 16 scales and 8 groups of 64 offset
+            // quants are within `wd` / `wq`; group j of block b of row r0 + r is within
+            // that row's quants and offsets; unaligned loads.
+            let dw = unsafe { _mm512_loadu_ps(dp.add(b * WIDE_COLS)) };
+            let d: [__m512; R] = std::array::from_fn(|r| _mm512_mul_ps(dw, _mm512_set1_ps(xd[r][b])));
+            for j in 0..GROUPS {
+                let w = unsafe { _mm512_loadu_si512(wp.add((b * GROUPS + j) * WIDE_COLS * 4).cast()) };
+                for r in 0..R {
+                    let y = unsafe { xs[r].add(b * QK8_0 + 4 * j).cast::<i32>().read_unaligned() };
+                    let start = unsafe { _mm512_set1_epi32(*off[r].add(b * GROUPS + j)) };
+                    let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w, _mm512_set1_epi32(y)));
+                    acc[r][j] = _mm512_fmadd_ps(d[r], q, acc[r][j]);
+                }
+            }
+        }
+        for r in 0..R {
+            let a = &acc[r];
+            // hsum_float_8: (l0 + l4) + (l2 + l6), plus (l1 + l5) + (l3 + l7).
+            let even = _mm512_add_ps(_mm512_add_ps(a[4], a[0]), _mm512_add_ps(a[6], a[2]));
+            let odd = _mm512_add_ps(_mm512_add_ps(a[5], a[1]), _mm512_add_ps(a[7], a[3]));
+            // SAFETY: `out[r]` holds WIDE_COLS f32.
+            unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(even, odd)) };
+        }
+    }
+}
+
 /// `x.round() as i8` (half away from zero, saturating, NaN to 0) without the libm
 /// call that `f32::round` is on baseline x86-64: a vectorisable truncation and a
 /// correction by the exact fractional part (exact below 2^23; larger values are
@@ -544,12 +695,12 @@ mod tests {
         let dev = Device::Cpu;
         let wt = Tensor::from_slice(w, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
-        let ours = Q8Matrix::from_qtensor(&q).unwrap().expect("a Q8_0 tensor");
+        let ours = Q8Matrix::from_qtensor(&q, kernel).unwrap().expect("a Q8_0 tensor");
         let m = x.len() / k;
         let xt = Tensor::from_slice(x, (1, m, k), &dev).unwrap();
         let theirs = QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         let mut out = vec![f32::NAN; m * n];
-        ours.matmul_with(kernel, x, &mut out);
+        ours.matmul(x, &mut out);
         (theirs, out)
     }
 
@@ -617,9 +768,9 @@ mod tests {
             assert_eq!(again, f, "re-quantising dequantised Q8_0 is lossless");
             bytes.extend_from_slice(&t.data().unwrap());
         }
-        let ours = Q8Matrix::from_q8_0_bytes(&bytes, n, k).unwrap();
+        let ours = Q8Matrix::from_q8_0_bytes(&bytes, n, k, Kernel::Portable).unwrap();
         let mut out = vec![0f32; m * n];
-        ours.matmul_with(Kernel::Portable, &x, &mut out);
+        ours.matmul(&x, &mut out);
         for r in 0..m {
             let mut xb = vec![BlockQ8_0::zeros(); nb];
             BlockQ8_0::from_float(&x[r * k..(r + 1) * k], &mut xb);
@@ -654,30 +805,33 @@ mod tests {
         let (n, k) = (40, 256);
         let w = rng.values(n * k, 0.05);
         let q = QTensor::quantize(&Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
-        let mat = Q8Matrix::from_qtensor(&q).unwrap().unwrap();
         let x = rng.values(11 * k, 1.0);
         for kernel in Kernel::available() {
+            let mat = Q8Matrix::from_qtensor(&q, kernel).unwrap().unwrap();
             let mut all = vec![0f32; 11 * n];
-            mat.matmul_with(kernel, &x, &mut all);
+            mat.matmul(&x, &mut all);
             for r in 0..11 {
                 let mut one = vec![0f32; n];
-                mat.matmul_with(kernel, &x[r * k..(r + 1) * k], &mut one);
+                mat.matmul(&x[r * k..(r + 1) * k], &mut one);
                 assert_eq!(one, all[r * n..(r + 1) * n], "{kernel:?} row {r}");
             }
         }
     }
 
     /// Raw Q8_0 blocks may hold -128 (a GGUF need not come from candle's
-    /// quantiser) and activations reach ±127: the VNNI kernel still gives the AVX2
-    /// kernel's bits (no `vpmaddubsw` pair sum saturates).
+    /// quantiser) and activations reach ±127: the VNNI kernels still give the AVX2
+    /// kernel's bits (no `vpmaddubsw` pair sum saturates; the offset weights reach
+    /// 0 and 255).
     #[test]
-    fn vnni_gives_the_avx2_bits_on_extreme_quants() {
-        if !Kernel::Avx2Vnni.runs_here() {
-            eprintln!("no AVX-512 VNNI on this CPU: the VNNI kernel is not tested here");
+    fn vnni_kernels_give_the_avx2_bits_on_extreme_quants() {
+        let vnni: Vec<Kernel> =
+            Kernel::available().into_iter().filter(|k| matches!(k, Kernel::Avx2Vnni | Kernel::Avx512Vnni)).collect();
+        if vnni.is_empty() {
+            eprintln!("no AVX-512 VNNI on this CPU: the VNNI kernels are not tested here");
             return;
         }
         let mut rng = Rng(7);
-        let (n, k) = (12, 96);
+        let (n, k) = (20, 96);
         let mut bytes = Vec::new();
         for col in 0..n {
             for b in 0..k / QK8_0 {
@@ -691,7 +845,7 @@ mod tests {
                 }
             }
         }
-        let mat = Q8Matrix::from_q8_0_bytes(&bytes, n, k).unwrap();
+        let avx2 = Q8Matrix::from_q8_0_bytes(&bytes, n, k, Kernel::Avx2).unwrap();
         for m in 1..=9 {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| match i % 4 {
@@ -700,22 +854,25 @@ mod tests {
                     _ => (rng.next() as i32) as f32 / i32::MAX as f32,
                 })
                 .collect();
-            let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-            mat.matmul_with(Kernel::Avx2, &x, &mut a);
-            mat.matmul_with(Kernel::Avx2Vnni, &x, &mut b);
+            let mut a = vec![0f32; m * n];
+            avx2.matmul(&x, &mut a);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&b), "{m} rows");
+            for &kernel in &vnni {
+                let mut b = vec![0f32; m * n];
+                Q8Matrix::from_q8_0_bytes(&bytes, n, k, kernel).unwrap().matmul(&x, &mut b);
+                assert_eq!(bits(&a), bits(&b), "{kernel:?}, {m} rows");
+            }
         }
     }
 
     #[test]
     fn refuses_partial_blocks_and_wrong_sizes() {
-        assert!(Q8Matrix::from_q8_0_bytes(&[0; 34], 1, 31).is_err());
-        assert!(Q8Matrix::from_q8_0_bytes(&[0; 33], 1, 32).is_err());
+        assert!(Q8Matrix::from_q8_0_bytes(&[0; 34], 1, 31, Kernel::Portable).is_err());
+        assert!(Q8Matrix::from_q8_0_bytes(&[0; 33], 1, 32, Kernel::Portable).is_err());
         let q =
             QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::Q4_0)
                 .unwrap();
-        assert!(Q8Matrix::from_qtensor(&q).unwrap().is_none(), "only Q8_0 is repacked");
+        assert!(Q8Matrix::from_qtensor(&q, Kernel::Portable).unwrap().is_none(), "only Q8_0 is repacked");
     }
 
     /// Exact halves, the floats either side of them, the ends of the i8 range and
