@@ -27,7 +27,7 @@ use std::io::{Read, Seek};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::qmatmul::{self, Kernel, Q8Matrix};
+use crate::qmatmul::{Kernel, Q8Matrix};
 
 pub type Result<T> = candle_core::Result<T>;
 
@@ -64,7 +64,8 @@ pub enum Matmul {
     Candle,
     /// Q8_0 matrices through [`crate::qmatmul`] (each weight block read once per
     /// step for all rows; matrices sharing an input fused into one) where that
-    /// kernel computes candle's numbers on this CPU; candle's matmul elsewhere.
+    /// kernel computes candle's vector dot product's numbers (x86-64); candle's
+    /// matmul elsewhere.
     Batched,
 }
 
@@ -83,10 +84,7 @@ impl Proj {
         let k = ts[0].shape().dims2()?.1;
         let batched = matmul == Matmul::Batched
             && Kernel::matches_candle()
-            && ts.iter().all(|t| {
-                t.dtype() == GgmlDType::Q8_0
-                    && t.shape().dims2().is_ok_and(|(n, tk)| tk == k && !qmatmul::candle_repacks(n, k))
-            });
+            && ts.iter().all(|t| t.dtype() == GgmlDType::Q8_0 && t.shape().dims2().is_ok_and(|(_, tk)| tk == k));
         if !batched {
             return Ok(Proj::Candle(ts.into_iter().map(QMatMul::from_qtensor).collect::<Result<_>>()?));
         }

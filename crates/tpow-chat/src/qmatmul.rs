@@ -103,11 +103,14 @@ impl Kernel {
         }
     }
 
-    /// Whether candle's own Q8_0 matmul on this CPU computes the same numbers as
-    /// [`Kernel::detect`]'s kernel (true on x86-64: both pick AVX2 + FMA when
-    /// present, else the generic code, and the VNNI kernel computes the AVX2 one's
-    /// numbers; candle's x86 repacked path is separate, see
-    /// [`candle_repacks`]).
+    /// Whether candle's own Q8_0 vector dot product on this CPU computes the same
+    /// numbers as [`Kernel::detect`]'s kernel (true on x86-64: both pick AVX2 +
+    /// FMA when present, else the generic code, and the VNNI kernels compute the
+    /// AVX2 one's numbers). On CPUs with AVX-512 VNNI or AVX-VNNI candle sends
+    /// some shapes (`k` a multiple of 256, `n` of 16) through another, repacked
+    /// kernel that quantises activations per 256 values; the batched kernel keeps
+    /// the AVX2 arithmetic for every shape, so a model's numbers are the same on
+    /// every x86-64 CPU.
     pub fn matches_candle() -> bool {
         cfg!(target_arch = "x86_64")
     }
@@ -133,24 +136,6 @@ impl Kernel {
         } else {
             ROWS
         }
-    }
-}
-
-/// Whether candle 0.11 would multiply by a Q8_0 matrix of `n` rows of `k` through
-/// its x86 repacked kernel (CPUs with AVX-512 VNNI or AVX-VNNI, `k` a multiple of
-/// 256, `n` of 16): that path quantises activations differently (per 256 values),
-/// so such a matrix stays on candle to keep today's numbers.
-pub fn candle_repacks(n: usize, k: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let vnni = (std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni"))
-            || std::is_x86_feature_detected!("avxvnni");
-        vnni && std::is_x86_feature_detected!("avx2") && k > 0 && k.is_multiple_of(256) && n.is_multiple_of(16)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (n, k);
-        false
     }
 }
 
@@ -375,20 +360,20 @@ impl QuantizedRows {
     pub fn new(x: &[f32], k: usize) -> QuantizedRows {
         let nb = k / QK8_0;
         let blocks = x.len() / QK8_0;
-        let mut qs = vec![0i8; x.len()];
+        let mut qs = vec![0i8; blocks * QK8_0];
         let mut d = vec![0f32; blocks];
-        for ((xs, q), d) in x.chunks_exact(QK8_0).zip(qs.chunks_exact_mut(QK8_0)).zip(d.iter_mut()) {
-            // candle's `BlockQ8_0::from_float`: the scale maps the largest magnitude
-            // to 127; values are rounded half away from zero with the unrounded scale,
-            // the scale is stored as f16.
-            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            for (q, &v) in q.iter_mut().zip(xs) {
-                *q = round_to_i8(v * inv);
-            }
-            *d = f16::from_f32(scale).to_f32();
+        let mut offsets = vec![0i32; blocks * QK8_0 / 4];
+        let x = &x[..blocks * QK8_0];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: this CPU has AVX2 (checked just above); the slices are `blocks`
+            // blocks long.
+            unsafe { avx2::quantize(x, &mut qs, &mut d, &mut offsets) };
+        } else {
+            quantize(x, &mut qs, &mut d, &mut offsets);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize(x, &mut qs, &mut d, &mut offsets);
         let m = blocks.checked_div(nb).unwrap_or(0);
         let m_pad = m.next_multiple_of(ROWS);
         let mut d_by_block = vec![0f32; nb * m_pad];
@@ -397,7 +382,6 @@ impl QuantizedRows {
                 d_by_block[b * m_pad + r] = v;
             }
         }
-        let offsets = qs.chunks_exact(4).map(|g| -128 * g.iter().map(|&q| i32::from(q)).sum::<i32>()).collect();
         QuantizedRows { nb, m_pad, qs, d, d_by_block, offsets }
     }
 
@@ -407,6 +391,26 @@ impl QuantizedRows {
 
     fn row_d(&self, r: usize) -> &[f32] {
         &self.d[r * self.nb..][..self.nb]
+    }
+}
+
+/// Quantises whole blocks of `x` as candle's `BlockQ8_0::from_float` does: the
+/// scale maps the largest magnitude to 127, values are rounded half away from zero
+/// with the unrounded scale, the scale is stored as f16. Also each four quants'
+/// [`QuantizedRows::offsets`] entry.
+fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], offsets: &mut [i32]) {
+    let blocks = x.chunks_exact(QK8_0).zip(qs.chunks_exact_mut(QK8_0));
+    for ((xs, q), (d, off)) in blocks.zip(d.iter_mut().zip(offsets.chunks_exact_mut(QK8_0 / 4))) {
+        let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        for (q, &v) in q.iter_mut().zip(xs) {
+            *q = round_to_i8(v * inv);
+        }
+        *d = f16::from_f32(scale).to_f32();
+        for (o, g) in off.iter_mut().zip(q.chunks_exact(4)) {
+            *o = -128 * g.iter().map(|&v| i32::from(v)).sum::<i32>();
+        }
     }
 }
 
@@ -448,6 +452,67 @@ mod avx2 {
         let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
         let r = _mm_add_ss(r, _mm_movehdup_ps(r));
         _mm_cvtss_f32(r)
+    }
+
+    /// [`super::quantize`] eight values per instruction, with the same results: the
+    /// largest magnitude is exact whatever the order (`vmaxps` keeps its second
+    /// operand, the running maximum, when the first is NaN, as `f32::max` skips
+    /// NaN), the product by `inv` is the same IEEE multiplication, and
+    /// [`super::round_to_i8`] is rebuilt from an exact truncation: a NaN gives 0,
+    /// anything beyond the i8 range saturates.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2. `qs` must hold `x.len()` values, `d` one per 32,
+    /// `offsets` one per 4, and `x.len()` must be a multiple of 32.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], offsets: &mut [i32]) {
+        let blocks = x.len() / QK8_0;
+        assert!(
+            x.len() == blocks * QK8_0
+                && qs.len() >= blocks * QK8_0
+                && d.len() >= blocks
+                && offsets.len() >= blocks * QK8_0 / 4
+        );
+        let abs_mask = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
+        let (half, neg_half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5), _mm256_set1_ps(1.0));
+        let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (b, db) in d[..blocks].iter_mut().enumerate() {
+            // SAFETY: block b is within every slice (asserted above); unaligned accesses.
+            let v: [__m256; 4] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(x.as_ptr().add(b * QK8_0 + 8 * i)) });
+            let mut m = _mm256_setzero_ps();
+            for vi in v {
+                m = _mm256_max_ps(_mm256_and_ps(vi, abs_mask), m);
+            }
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            let scale = amax / 127.0;
+            let inv = _mm256_set1_ps(if scale != 0.0 { 1.0 / scale } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|i| {
+                let p = _mm256_mul_ps(v[i], inv);
+                let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+                let frac = _mm256_sub_ps(p, t);
+                let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
+                let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, neg_half), one);
+                let r = _mm256_sub_ps(_mm256_add_ps(t, up), down);
+                // NaN to 0, then into [-128, 127].
+                let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(p, p));
+                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
+            });
+            let packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let packed = _mm256_permutevar8x32_epi32(packed, order);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), packed), _mm256_set1_epi16(1));
+            // SAFETY: as above.
+            unsafe {
+                _mm256_storeu_si256(qs.as_mut_ptr().add(b * QK8_0).cast(), packed);
+                _mm256_storeu_si256(
+                    offsets.as_mut_ptr().add(b * QK8_0 / 4).cast(),
+                    _mm256_mullo_epi32(sums, _mm256_set1_epi32(-128)),
+                );
+            }
+            *db = half::f16::from_f32(scale).to_f32();
+        }
     }
 
     /// The scale of every (block, column, row) of a tile against the rows
@@ -690,6 +755,27 @@ mod tests {
         }
     }
 
+    /// Whether candle 0.11 multiplies by a Q8_0 matrix of `n` rows of `k` through
+    /// its x86 repacked kernel (its own CPU check, `repack_x86::level`, with its
+    /// environment overrides): other numbers, so such shapes are not compared.
+    fn candle_repacks(n: usize, k: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let var = |name| std::env::var(name).as_deref() == Ok("1");
+            let (force_avx2, force_vnni) = (var("MISTRALRS_FORCE_AVX2"), var("MISTRALRS_FORCE_AVXVNNI"));
+            let avx512 = std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni");
+            let avxvnni =
+                (force_vnni || std::is_x86_feature_detected!("avxvnni")) && std::is_x86_feature_detected!("avx2");
+            let vnni = !force_avx2 && ((!force_vnni && avx512) || avxvnni);
+            vnni && k > 0 && k.is_multiple_of(256) && n.is_multiple_of(16)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (n, k);
+            false
+        }
+    }
+
     /// candle's `x · Wᵀ` with a Q8_0 `W` (quantised by candle from `w`), and ours.
     fn both(w: &[f32], n: usize, k: usize, x: &[f32], kernel: Kernel) -> (Vec<f32>, Vec<f32>) {
         let dev = Device::Cpu;
@@ -795,6 +881,55 @@ mod tests {
             assert_eq!(ours.d[b], f16::from_le_bytes([block[0], block[1]]).to_f32(), "scale of block {b}");
             let q: Vec<i8> = block[2..].iter().map(|&v| v as i8).collect();
             assert_eq!(&ours.qs[b * 32..(b + 1) * 32], q.as_slice(), "quants of block {b}");
+        }
+    }
+
+    /// The AVX2 quantiser gives the portable one's quants, scales and offsets, on
+    /// ordinary values and on blocks of NaN, infinities, exact halves, subnormals
+    /// and the ends of the f32 range.
+    #[test]
+    fn the_avx2_quantiser_is_the_portable_one() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::is_x86_feature_detected!("avx2") {
+                eprintln!("no AVX2 on this CPU: its quantiser is not tested here");
+                return;
+            }
+            let mut rng = Rng(3);
+            let mut x = rng.values(32 * 40, 2.0);
+            // amax 127: scale 1, so the quants are the values, halves included.
+            let halves: Vec<f32> =
+                (0..32).map(|i| [127.0, -127.0, 126.5, -126.5, 0.5, -0.5, 1.5, -2.5][i % 8]).collect();
+            let specials: [&[f32]; 8] = [
+                &[0.0; 32],
+                &[f32::NAN; 32],
+                &[f32::NAN, 1.0, -3.0, 0.25],
+                &[f32::INFINITY, 1.0, -2.0],
+                &[f32::NEG_INFINITY, f32::INFINITY, f32::NAN],
+                &[f32::MAX, f32::MIN, 1.0, -1e30],
+                &[1e-40, -3e-41, 1e-45, 0.0, -0.0],
+                &halves,
+            ];
+            for (i, s) in specials.iter().enumerate() {
+                x[i * 32..i * 32 + s.len()].copy_from_slice(s);
+            }
+            let run = |vector: bool| {
+                let blocks = x.len() / QK8_0;
+                let (mut q, mut d, mut o) = (vec![0i8; x.len()], vec![0f32; blocks], vec![0i32; x.len() / 4]);
+                if vector {
+                    unsafe { avx2::quantize(&x, &mut q, &mut d, &mut o) };
+                } else {
+                    quantize(&x, &mut q, &mut d, &mut o);
+                }
+                (q, d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), o)
+            };
+            let (want, got) = (run(false), run(true));
+            for b in 0..x.len() / QK8_0 {
+                let (w, g) = (&want.0[b * 32..][..32], &got.0[b * 32..][..32]);
+                assert_eq!(w, g, "quants of block {b}");
+                assert_eq!(want.1[b], got.1[b], "scale of block {b}");
+                assert_eq!(&want.2[b * 8..][..8], &got.2[b * 8..][..8], "offsets of block {b}");
+            }
         }
     }
 

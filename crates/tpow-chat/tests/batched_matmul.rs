@@ -1,6 +1,10 @@
 //! The model on the batched Q8_0 matmul computes candle's numbers: the same logits,
 //! bit for bit, alone and in a batch, as the model on candle's matmul (where the
-//! batched kernel reproduces candle's arithmetic, i.e. on x86-64).
+//! batched kernel reproduces candle's arithmetic, i.e. on x86-64). The reference
+//! is candle's Q8_0 vector dot product: on CPUs with AVX-512 VNNI or AVX-VNNI
+//! candle would send the MLP's down projection through its repacked kernel
+//! (activations quantised per 256 values, other numbers), so this test turns that
+//! path off with candle's own switch.
 
 mod common;
 
@@ -51,6 +55,9 @@ fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
 
 #[test]
 fn batched_matmul_gives_candles_logits_alone_and_batched() {
+    // SAFETY: the only test of this binary, set before any thread of it (or candle's
+    // pool) starts and before candle reads the variable (once, at its first matmul).
+    unsafe { std::env::set_var("MISTRALRS_FORCE_AVX2", "1") };
     let candle = load(Matmul::Candle);
     let batched = load(Matmul::Batched);
     // Token ids of ordinary text, of different lengths.
