@@ -112,8 +112,10 @@ impl Proj {
                 let mut outs = Vec::with_capacity(widths.len());
                 let mut off = 0;
                 for &w in widths {
-                    let part: Vec<f32> =
-                        out.chunks_exact(mat.n()).flat_map(|row| &row[off..off + w]).copied().collect();
+                    let mut part = Vec::with_capacity(m * w);
+                    for row in out.chunks_exact(mat.n()) {
+                        part.extend_from_slice(&row[off..off + w]);
+                    }
                     outs.push(Tensor::from_vec(part, (1, m, w), x.device())?);
                     off += w;
                 }
@@ -585,8 +587,9 @@ fn decode_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, 
     attention(q, k, v, kv_len, c, scores)
 }
 
-/// [`attention`] compiled for AVX: eight lanes instead of four, the same operations
-/// in the same order in every lane (no fused multiply-add), so the same bits.
+/// [`attention`] compiled for AVX (eight lanes instead of four), with the scores
+/// of eight positions at a time ([`avx_scores`]): the same operations on the same
+/// values in the same order (no fused multiply-add), so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn decode_attention_avx(
@@ -597,11 +600,123 @@ unsafe fn decode_attention_avx(
     c: &Config,
     scores: &mut Vec<f32>,
 ) -> Vec<f32> {
-    attention(q, k, v, kv_len, c, scores)
+    attention_with(q, k, v, kv_len, c, scores, |qh, k, row, scale, scores| {
+        // SAFETY: this function runs only where the CPU has AVX.
+        unsafe { avx_scores(qh, k, row, scale, scores) }
+    })
 }
 
+/// The scores `dot(qh, k_p) * scale` of the positions `p` (key `p` is
+/// `k[p * row..][..qh.len()]`, one per entry of `scores`) and their maximum.
 #[inline(always)]
+fn scores_and_max(qh: &[f32], k: &[f32], row: usize, scale: f32, scores: &mut [f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for (p, s) in scores.iter_mut().enumerate() {
+        let d = dot(qh, &k[p * row..][..qh.len()]) * scale;
+        *s = d;
+        max = max.max(d);
+    }
+    max
+}
+
+/// [`scores_and_max`] eight positions at a time when the head size is a multiple
+/// of 8: position `p`'s eight lane sums of [`dot`] are built as there (lane `j`
+/// adds the products `j, j + 8, ...` in order), then an 8x8 transpose puts lane
+/// `j` of the eight positions in one register, so [`dot`]'s final sum of the lanes
+/// in order is seven vector additions for eight positions. `vmaxps` keeps the
+/// running maximum when the score is NaN, as `f32::max` does.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn avx_scores(qh: &[f32], k: &[f32], row: usize, scale: f32, scores: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let hd = qh.len();
+    let n = scores.len();
+    if !hd.is_multiple_of(8) || n < 8 {
+        return scores_and_max(qh, k, row, scale, scores);
+    }
+    assert!(k.len() >= (n - 1) * row + hd);
+    let groups = n / 8;
+    let vscale = _mm256_set1_ps(scale);
+    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+    for g in 0..groups {
+        let base = g * 8 * row;
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in 0..hd / 8 {
+            // SAFETY: chunk i of `qh` and of key g * 8 + p (p < 8, within `n` keys
+            // of `row` values) are in bounds (asserted above); unaligned loads.
+            let qv = unsafe { _mm256_loadu_ps(qh.as_ptr().add(8 * i)) };
+            for (p, a) in acc.iter_mut().enumerate() {
+                let kv = unsafe { _mm256_loadu_ps(k.as_ptr().add(base + p * row + 8 * i)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, kv));
+            }
+        }
+        // Transpose: t[j] holds lane j of the eight positions.
+        let u0 = _mm256_unpacklo_ps(acc[0], acc[1]);
+        let u1 = _mm256_unpackhi_ps(acc[0], acc[1]);
+        let u2 = _mm256_unpacklo_ps(acc[2], acc[3]);
+        let u3 = _mm256_unpackhi_ps(acc[2], acc[3]);
+        let u4 = _mm256_unpacklo_ps(acc[4], acc[5]);
+        let u5 = _mm256_unpackhi_ps(acc[4], acc[5]);
+        let u6 = _mm256_unpacklo_ps(acc[6], acc[7]);
+        let u7 = _mm256_unpackhi_ps(acc[6], acc[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(u0, u2);
+        let s1 = _mm256_shuffle_ps::<0xee>(u0, u2);
+        let s2 = _mm256_shuffle_ps::<0x44>(u1, u3);
+        let s3 = _mm256_shuffle_ps::<0xee>(u1, u3);
+        let s4 = _mm256_shuffle_ps::<0x44>(u4, u6);
+        let s5 = _mm256_shuffle_ps::<0xee>(u4, u6);
+        let s6 = _mm256_shuffle_ps::<0x44>(u5, u7);
+        let s7 = _mm256_shuffle_ps::<0xee>(u5, u7);
+        let t = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        let mut sum = t[0];
+        for &tj in &t[1..] {
+            sum = _mm256_add_ps(sum, tj);
+        }
+        let d = _mm256_mul_ps(sum, vscale);
+        // SAFETY: scores g * 8 .. g * 8 + 8 exist (g < n / 8).
+        unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(g * 8), d) };
+        vmax = _mm256_max_ps(d, vmax);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vmax) };
+    let head_max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if groups * 8 == n {
+        return head_max;
+    }
+    let tail = scores_and_max(qh, &k[groups * 8 * row..], row, scale, &mut scores[groups * 8..]);
+    head_max.max(tail)
+}
+
+/// Attention of one query position over `kv_len` cached positions (the
+/// portable build).
 fn attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, scores: &mut Vec<f32>) -> Vec<f32> {
+    attention_with(q, k, v, kv_len, c, scores, scores_and_max)
+}
+
+/// Attention with `qk` computing a head's scores and their maximum.
+#[inline(always)]
+fn attention_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kv_len: usize,
+    c: &Config,
+    scores: &mut Vec<f32>,
+    qk: impl Fn(&[f32], &[f32], usize, f32, &mut [f32]) -> f32,
+) -> Vec<f32> {
     let hd = c.head_dim;
     let row = c.n_kv_head * hd;
     let rep = c.n_head / c.n_kv_head;
@@ -611,13 +726,7 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, scores:
     for h in 0..c.n_head {
         let kvh = h / rep;
         let qh = &q[h * hd..(h + 1) * hd];
-        let mut max = f32::NEG_INFINITY;
-        for (p, s) in scores.iter_mut().enumerate() {
-            let kp = &k[p * row + kvh * hd..p * row + (kvh + 1) * hd];
-            let d = dot(qh, kp) * scale;
-            *s = d;
-            max = max.max(d);
-        }
+        let max = qk(qh, &k[kvh * hd..], row, scale, scores);
         let mut sum = 0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
@@ -684,7 +793,7 @@ mod tests {
             (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         };
         let row = c.n_kv_head * c.head_dim;
-        for kv_len in [1, 2, 7, 64, 300] {
+        for kv_len in [1, 2, 7, 8, 9, 15, 64, 300] {
             let q: Vec<f32> = (0..c.n_embd).map(|_| value() * 4.0).collect();
             let k: Vec<f32> = (0..kv_len * row).map(|_| value() * 3.0).collect();
             let v: Vec<f32> = (0..kv_len * row).map(|_| value()).collect();
