@@ -375,13 +375,13 @@ impl Worker {
             }
         }
         // Sample: decoding sequences and those whose prompt just completed.
-        let stepped: Vec<usize> = (0..self.active.len()).filter(|&i| in_step[i]).collect();
+        let stepped = (0..self.active.len()).filter(|&i| in_step[i]);
+        let draws: Vec<(usize, Vec<f32>)> = stepped.zip(logits).filter_map(|(i, l)| Some((i, l?))).collect();
+        let tokens = draw_tokens(&mut self.active, &draws);
         let mut done = Vec::new();
-        for (i, logits) in stepped.into_iter().zip(logits) {
-            if let Some(logits) = logits {
-                if let Some(leave) = self.sample(i, &logits) {
-                    done.push((i, leave));
-                }
+        for (&(i, _), token) in draws.iter().zip(tokens) {
+            if let Some(leave) = self.emit(i, token) {
+                done.push((i, leave));
             }
         }
         for (i, leave) in done.into_iter().rev() {
@@ -390,13 +390,12 @@ impl Worker {
         }
     }
 
-    /// Chooses a sequence's next token and emits its text; `Some` when it ends.
-    fn sample(&mut self, i: usize, logits: &[f32]) -> Option<Leave> {
+    /// Emits the text of a sequence's next token; `Some` when the sequence ends.
+    fn emit(&mut self, i: usize, token: u32) -> Option<Leave> {
         let ctx = self.model.config.context_length;
         let tok = &self.tokenizer;
         let s = &mut self.active[i];
         let send = |job: &Job, ev: Event| -> bool { job.events.try_send(ev).is_ok() };
-        let token = s.sampler.sample(logits);
         let finish = if token == tok.eos_id || tok.is_control(token) {
             FinishReason::Stop
         } else {
@@ -450,6 +449,36 @@ impl Worker {
             self.retained = Some(Retained { tokens, cache: seq.cache });
         }
     }
+}
+
+/// The next token of each `(index, logits)` in `draws` (indices into `active`,
+/// increasing), each drawn by that sequence's own sampler, spread over candle's
+/// thread pool: a draw depends only on its sampler and logits, not on the thread
+/// (with 49,152 logits a draw is a few hundred microseconds, the same order as a
+/// sequence's share of a batched step).
+fn draw_tokens(active: &mut [Seq], draws: &[(usize, Vec<f32>)]) -> Vec<u32> {
+    let mut jobs: Vec<Mutex<(&mut Sampler, &[f32], u32)>> = Vec::with_capacity(draws.len());
+    let mut next = draws.iter().peekable();
+    for (i, s) in active.iter_mut().enumerate() {
+        if let Some((_, logits)) = next.next_if(|d| d.0 == i) {
+            jobs.push(Mutex::new((&mut s.sampler, logits.as_slice(), 0)));
+        }
+    }
+    let work = |range: std::ops::Range<usize>| {
+        for job in &jobs[range] {
+            // One item per sequence: never contended (nor poisoned, as a panic here
+            // propagates out of the pool).
+            let mut job = job.lock().unwrap_or_else(|p| p.into_inner());
+            let (sampler, logits, token) = &mut *job;
+            *token = sampler.sample(logits);
+        }
+    };
+    if jobs.len() > 1 {
+        candle_core::utils::barrier_pool().execute_chunked(jobs.len(), work);
+    } else {
+        work(0..jobs.len());
+    }
+    jobs.into_iter().map(|j| j.into_inner().unwrap_or_else(|p| p.into_inner()).2).collect()
 }
 
 #[cfg(test)]
