@@ -25,7 +25,7 @@
 use std::io::{Read, Seek};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 
 use crate::qmatmul::{Kernel, Q8Matrix};
 
@@ -47,11 +47,11 @@ pub struct Config {
 }
 
 struct Layer {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     /// The query, key and value projections (one input, three outputs).
     wqkv: Proj,
     wo: Proj,
-    ffn_norm: Tensor,
+    ffn_norm: Vec<f32>,
     /// The gate and up projections (one input, two outputs).
     w_gate_up: Proj,
     w_down: Proj,
@@ -74,8 +74,8 @@ enum Proj {
     /// candle's matmul per matrix.
     Candle(Vec<QMatMul>),
     /// The matrices stacked (output columns one after another) as one
-    /// [`Q8Matrix`]; the widths of the outputs.
-    Q8(Q8Matrix, Vec<usize>),
+    /// [`Q8Matrix`].
+    Q8(Q8Matrix),
 }
 
 impl Proj {
@@ -88,47 +88,38 @@ impl Proj {
         if !batched {
             return Ok(Proj::Candle(ts.into_iter().map(QMatMul::from_qtensor).collect::<Result<_>>()?));
         }
-        let mut widths = Vec::with_capacity(ts.len());
+        let mut n = 0;
         let mut bytes = Vec::new();
         for t in &ts {
-            widths.push(t.shape().dims2()?.0);
+            n += t.shape().dims2()?.0;
             bytes.extend_from_slice(&t.data()?);
         }
-        Ok(Proj::Q8(Q8Matrix::from_q8_0_bytes(&bytes, widths.iter().sum(), k, Kernel::detect())?, widths))
+        Ok(Proj::Q8(Q8Matrix::from_q8_0_bytes(&bytes, n, k, Kernel::detect())?))
     }
 
-    /// The outputs for `x` of shape `(1, m, k)`, each `(1, m, n_i)`.
-    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    /// `x · Wᵀ` for the `m` rows of `x`: each row's outputs of every matrix, one
+    /// after another (`m` rows of the summed widths).
+    fn forward_rows(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self {
-            Proj::Candle(ms) => ms.iter().map(|m| m.forward(x)).collect(),
-            Proj::Q8(mat, widths) => {
-                let m = x.elem_count() / mat.k();
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let mut out = vec![0f32; m * mat.n()];
-                mat.matmul(&xs, &mut out);
-                if widths.len() == 1 {
-                    return Ok(vec![Tensor::from_vec(out, (1, m, mat.n()), x.device())?]);
-                }
-                let mut outs = Vec::with_capacity(widths.len());
-                let mut off = 0;
-                for &w in widths {
-                    let mut part = Vec::with_capacity(m * w);
-                    for row in out.chunks_exact(mat.n()) {
-                        part.extend_from_slice(&row[off..off + w]);
+            Proj::Candle(ms) => {
+                let k = x.len() / m.max(1);
+                let xt = Tensor::from_slice(x, (1, m, k), &Device::Cpu)?;
+                let outs: Vec<Vec<f32>> =
+                    ms.iter().map(|q| q.forward(&xt)?.flatten_all()?.to_vec1::<f32>()).collect::<Result<_>>()?;
+                let widths: Vec<usize> = outs.iter().map(|o| o.len() / m.max(1)).collect();
+                let mut rows = Vec::with_capacity(outs.iter().map(Vec::len).sum());
+                for r in 0..m {
+                    for (o, &w) in outs.iter().zip(&widths) {
+                        rows.extend_from_slice(&o[r * w..(r + 1) * w]);
                     }
-                    outs.push(Tensor::from_vec(part, (1, m, w), x.device())?);
-                    off += w;
                 }
-                Ok(outs)
+                Ok(rows)
             }
-        }
-    }
-
-    /// The single output of a one-matrix projection.
-    fn forward1(&self, x: &Tensor) -> Result<Tensor> {
-        match self.forward(x)?.pop() {
-            Some(t) => Ok(t),
-            None => candle_core::bail!("a projection without outputs"),
+            Proj::Q8(mat) => {
+                let mut out = vec![0f32; m * mat.n()];
+                mat.matmul(x, &mut out);
+                Ok(out)
+            }
         }
     }
 }
@@ -212,10 +203,14 @@ pub struct Model {
     pub config: Config,
     tok_embd: QTensor,
     layers: Vec<Layer>,
-    out_norm: Tensor,
+    out_norm: Vec<f32>,
     output: Proj,
+    /// `[position][head_dim / 2]` rotary angles' cosines and sines, as tensors
+    /// (prompt chunks) and as tables (decode rows).
     cos: Tensor,
     sin: Tensor,
+    cos_table: Vec<f32>,
+    sin_table: Vec<f32>,
     device: Device,
     /// The cache of the single-sequence API ([`Model::forward`]).
     cache: KvCache,
@@ -291,8 +286,9 @@ impl Model {
                 _ => t,
             })
         };
-        let vec =
-            |reader: &mut R, name: &str| -> Result<Tensor> { ct.tensor(reader, name, &device)?.dequantize(&device) };
+        let vec = |reader: &mut R, name: &str| -> Result<Vec<f32>> {
+            ct.tensor(reader, name, &device)?.dequantize(&device)?.to_vec1::<f32>()
+        };
 
         let tok_embd = ct.tensor(reader, "token_embd.weight", &device)?;
         let vocab_size = tok_embd.shape().dims2()?.0;
@@ -340,10 +336,23 @@ impl Model {
                 sin.push(a.sin());
             }
         }
+        let (cos_table, sin_table) = (cos.clone(), sin.clone());
         let cos = Tensor::from_vec(cos, (ctx, n_theta), &device)?;
         let sin = Tensor::from_vec(sin, (ctx, n_theta), &device)?;
         let config = Config { vocab_size, ..config };
-        Ok(Model { config, tok_embd, layers, out_norm, output, cos, sin, device, cache: KvCache::default() })
+        Ok(Model {
+            config,
+            tok_embd,
+            layers,
+            out_norm,
+            output,
+            cos,
+            sin,
+            cos_table,
+            sin_table,
+            device,
+            cache: KvCache::default(),
+        })
     }
 
     /// Bytes of KV cache one position takes (keys and values, every layer).
@@ -406,79 +415,68 @@ impl Model {
         let n_dec = seqs.iter().take_while(|s| s.tokens.len() == 1).count();
         let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
-        let mut x = self.tok_embd.embedding(&ids)?.reshape((1, total, c.n_embd))?;
-        let dec_pos: Vec<u32> = seqs[..n_dec].iter().map(|s| s.cache.len as u32).collect();
-        let (dec_cos, dec_sin) = if n_dec > 0 {
-            let p = Tensor::new(dec_pos.as_slice(), &self.device)?;
-            (Some(self.cos.index_select(&p, 0)?), Some(self.sin.index_select(&p, 0)?))
-        } else {
-            (None, None)
-        };
+        // The residual stream, `total` rows of `n_embd`; between the matmuls every
+        // operation is row-wise and repeats candle's arithmetic on the same values
+        // (see `rms_norm_rows`, `rope_row`, `silu_mul`), so no tensor round trips.
+        let mut x = self.tok_embd.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+        let e = c.n_embd;
+        let kvw = c.n_kv_head * c.head_dim;
+        let qkvw = e + 2 * kvw;
+        let half = c.head_dim / 2;
         let neg_inf = Tensor::new(f32::NEG_INFINITY, &self.device)?;
-        let row = c.n_kv_head * c.head_dim;
-        let mut scores = Vec::new();
+        let mut h = vec![0f32; total * e];
+        let mut y = vec![0f32; total * e];
         for (li, layer) in self.layers.iter().enumerate() {
-            let residual = x.clone();
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
-            let mut qkv = layer.wqkv.forward(&h)?.into_iter();
-            let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
-                candle_core::bail!("the attention projection gave fewer than three outputs");
-            };
-            let mut ys: Vec<Tensor> = Vec::with_capacity(seqs.len() - n_dec + 1);
+            rms_norm_rows(&x, &layer.attn_norm, c.rms_eps, &mut h);
+            let mut qkv = layer.wqkv.forward_rows(&h, total)?;
             if n_dec > 0 {
-                let (cos, sin) = (dec_cos.as_ref().unwrap_or(&self.cos), dec_sin.as_ref().unwrap_or(&self.sin));
-                let qd =
-                    q.narrow(1, 0, n_dec)?.reshape((1, n_dec, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-                let kd = k
-                    .narrow(1, 0, n_dec)?
-                    .reshape((1, n_dec, c.n_kv_head, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-                let qd = candle_nn::rotary_emb::rope_i(&qd, cos, sin)?;
-                let kd = candle_nn::rotary_emb::rope_i(&kd, cos, sin)?;
-                let qd = qd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let kd = kd.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let vd = v.narrow(1, 0, n_dec)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                for (i, s) in seqs[..n_dec].iter_mut().enumerate() {
-                    s.cache.k[li].extend_from_slice(&kd[i * row..(i + 1) * row]);
-                    s.cache.v[li].extend_from_slice(&vd[i * row..(i + 1) * row]);
+                let mut qd = Vec::with_capacity(n_dec * e);
+                for (s, r) in seqs[..n_dec].iter_mut().zip(qkv.chunks_exact_mut(qkvw)) {
+                    let pos = s.cache.len;
+                    let (cos, sin) = (&self.cos_table[pos * half..][..half], &self.sin_table[pos * half..][..half]);
+                    let (q, kv) = r.split_at_mut(e);
+                    let (k, v) = kv.split_at_mut(kvw);
+                    rope_row(q, cos, sin);
+                    rope_row(k, cos, sin);
+                    qd.extend_from_slice(q);
+                    s.cache.k[li].extend_from_slice(k);
+                    s.cache.v[li].extend_from_slice(v);
                 }
                 let kv: Vec<(&[f32], &[f32], usize)> = seqs[..n_dec]
                     .iter()
                     .map(|s| (s.cache.k[li].as_slice(), s.cache.v[li].as_slice(), s.cache.len + 1))
                     .collect();
-                let y = decode_attention_rows(&qd, &kv, c);
-                ys.push(Tensor::from_vec(y, (1, n_dec, c.n_embd), &self.device)?);
+                y[..n_dec * e].copy_from_slice(&decode_attention_rows(&qd, &kv, c));
             }
             let mut off = n_dec;
             for s in seqs[n_dec..].iter_mut() {
                 let seq_len = s.tokens.len();
                 let pos = s.cache.len;
                 let kv_len = pos + seq_len;
+                let rows = &qkv[off * qkvw..(off + seq_len) * qkvw];
+                let part = |from: usize, width: usize| -> Result<Tensor> {
+                    let mut v = Vec::with_capacity(seq_len * width);
+                    for r in rows.chunks_exact(qkvw) {
+                        v.extend_from_slice(&r[from..from + width]);
+                    }
+                    Tensor::from_vec(v, (1, seq_len, width), &self.device)
+                };
+                let (q, k, v) = (part(0, e)?, part(e, kvw)?, part(e + kvw, kvw)?);
                 let cos = self.cos.narrow(0, pos, seq_len)?;
                 let sin = self.sin.narrow(0, pos, seq_len)?;
-                let q = q
-                    .narrow(1, off, seq_len)?
-                    .reshape((1, seq_len, c.n_head, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-                let k = k
-                    .narrow(1, off, seq_len)?
-                    .reshape((1, seq_len, c.n_kv_head, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
+                let q = q.reshape((1, seq_len, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
+                let k = k.reshape((1, seq_len, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
                 let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
                 let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
                 let k_new = k.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let v_new = v.narrow(1, off, seq_len)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let v_new = v.flatten_all()?.to_vec1::<f32>()?;
                 let (kc, vc) = (&mut s.cache.k[li], &mut s.cache.v[li]);
                 kc.extend_from_slice(&k_new);
                 vc.extend_from_slice(&v_new);
-                debug_assert_eq!(kc.len(), kv_len * row);
-                let y = if seq_len == 1 {
+                debug_assert_eq!(kc.len(), kv_len * kvw);
+                let ys = if seq_len == 1 {
                     let q = q.flatten_all()?.to_vec1::<f32>()?;
-                    let y = decode_attention(&q, kc, vc, kv_len, c, &mut scores);
-                    Tensor::from_vec(y, (1, 1, c.n_embd), &self.device)?
+                    decode_attention(&q, kc, vc, kv_len, c, &mut Vec::new())
                 } else {
                     let m: Vec<u8> =
                         (0..seq_len).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > pos + i))).collect();
@@ -494,50 +492,87 @@ impl Model {
                     let mask = mask.broadcast_as(att.shape())?;
                     let att = mask.where_cond(&neg_inf.broadcast_as(att.shape())?, &att)?;
                     let att = candle_nn::ops::softmax_last_dim(&att)?;
-                    att.matmul(&vt)?.transpose(1, 2)?.reshape((1, seq_len, c.n_embd))?
+                    att.matmul(&vt)?.transpose(1, 2)?.flatten_all()?.to_vec1::<f32>()?
                 };
-                ys.push(y);
+                y[off * e..(off + seq_len) * e].copy_from_slice(&ys);
                 off += seq_len;
             }
-            let y = if ys.len() == 1 { ys.remove(0) } else { Tensor::cat(&ys, 1)? };
-            let x1 = (layer.wo.forward1(&y)? + residual)?;
-            let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, c.rms_eps)?;
-            let mut gate_up = layer.w_gate_up.forward(&h)?.into_iter();
-            let (Some(gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
-                candle_core::bail!("the MLP projection gave fewer than two outputs");
-            };
-            let gate = candle_nn::ops::silu(&gate)?;
-            x = (layer.w_down.forward1(&(gate * up)?)? + x1)?;
+            // x1 = attention output + residual, in place.
+            let o = layer.wo.forward_rows(&y, total)?;
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += *ov;
+            }
+            rms_norm_rows(&x, &layer.ffn_norm, c.rms_eps, &mut h);
+            let gate_up = layer.w_gate_up.forward_rows(&h, total)?;
+            let act = silu_mul(&gate_up, c.n_ff);
+            let d = layer.w_down.forward_rows(&act, total)?;
+            for (xv, dv) in x.iter_mut().zip(&d) {
+                *xv += *dv;
+            }
         }
         // The last row of every sequence that wants logits.
-        let mut rows = Vec::new();
+        let mut last = Vec::new();
         let mut end = 0;
         for s in seqs.iter_mut() {
             end += s.tokens.len();
             s.cache.len += s.tokens.len();
             if s.logits {
-                rows.push((end - 1) as u32);
+                last.extend_from_slice(&x[(end - 1) * e..end * e]);
             }
         }
         let mut out = vec![None; seqs.len()];
-        if rows.is_empty() {
+        if last.is_empty() {
             return Ok(out);
         }
-        let n_rows = rows.len();
-        let x = x
-            .squeeze(0)?
-            .index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
-            .reshape((1, n_rows, c.n_embd))?;
-        let x = candle_nn::ops::rms_norm(&x, &self.out_norm, c.rms_eps)?;
-        let logits = self.output.forward1(&x)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let mut logits = logits.into_iter();
+        let n_rows = last.len() / e;
+        let mut normed = vec![0f32; last.len()];
+        rms_norm_rows(&last, &self.out_norm, c.rms_eps, &mut normed);
+        let logits = self.output.forward_rows(&normed, n_rows)?;
+        let mut logits = logits.chunks_exact(logits.len() / n_rows);
         for (slot, s) in out.iter_mut().zip(seqs.iter()) {
             if s.logits {
-                *slot = logits.next();
+                *slot = logits.next().map(<[f32]>::to_vec);
             }
         }
         Ok(out)
     }
+}
+
+/// candle's RMS norm of each row of `x` (candle-nn's `rms_norm` on the CPU): the
+/// sum of squares in order, `m = sqrt(sum / n + eps)`, then `x / m * alpha`.
+fn rms_norm_rows(x: &[f32], alpha: &[f32], eps: f32, out: &mut [f32]) {
+    let n = alpha.len();
+    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+        let m = (sum2 / n as f32 + eps).sqrt();
+        for ((d, &s), &a) in dst.iter_mut().zip(src).zip(alpha) {
+            *d = s / m * a;
+        }
+    }
+}
+
+/// candle's interleaved rotary embedding (`rope_i`) of one position's heads, in
+/// place: each pair `(a, b)` becomes `(a cos - b sin, a sin + b cos)` with the
+/// pair's angle (`cos` and `sin` hold one value per pair of a head).
+fn rope_row(heads: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for head in heads.chunks_exact_mut(2 * cos.len()) {
+        for ((p, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+            let (a, b) = (p[0], p[1]);
+            p[0] = a * c - b * s;
+            p[1] = a * s + b * c;
+        }
+    }
+}
+
+/// The MLP's activation of each row of `gate_up` (`n_ff` gate values then `n_ff`
+/// up values): candle's `silu(g) * u`, with `silu(g) = g / (1 + exp(-g))`.
+fn silu_mul(gate_up: &[f32], n_ff: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gate_up.len() / 2);
+    for row in gate_up.chunks_exact(2 * n_ff) {
+        let (gate, up) = row.split_at(n_ff);
+        out.extend(gate.iter().zip(up).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
+    }
+    out
 }
 
 /// `(b, n_kv, s, d)` -> `(b, n_kv * rep, s, d)`, each kv head repeated `rep` times in a row.
@@ -768,6 +803,87 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn values(seed: u64, len: usize, spread: f32) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * spread
+            })
+            .collect()
+    }
+
+    /// Asserts bit-identity, naming the first difference.
+    fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        let diff: Vec<usize> = (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).collect();
+        if let Some(&i) = diff.first() {
+            panic!("{what}: {} values differ, first [{i}] {} vs {}", diff.len(), got[i], want[i]);
+        }
+    }
+
+    /// The row-wise operations between the matmuls give candle's bits: RMS norm,
+    /// interleaved rotary embedding (both of candle's code paths: one position and
+    /// several) and `silu(gate) * up`.
+    #[test]
+    fn row_operations_are_candles() {
+        let dev = Device::Cpu;
+        let (rows, n) = (5, 576);
+        let x = values(1, rows * n, 40.0);
+        let alpha = values(2, n, 2.0);
+        let want = candle_nn::ops::rms_norm(
+            &Tensor::from_slice(&x, (1, rows, n), &dev).unwrap(),
+            &Tensor::from_slice(&alpha, n, &dev).unwrap(),
+            1e-5,
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let mut got = vec![0f32; rows * n];
+        rms_norm_rows(&x, &alpha, 1e-5, &mut got);
+        assert_same_bits(&got, &want, "rms norm");
+
+        let (heads, hd) = (9, 64);
+        for positions in [1, 4] {
+            let q = values(3 + positions as u64, positions * heads * hd, 3.0);
+            let angles: Vec<f32> = (0..positions * hd / 2).map(|i| i as f32 * 0.37 + 11.0).collect();
+            let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+            let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+            // candle's layout: (1, heads, positions, hd); ours: one row per position.
+            let qt = Tensor::from_slice(&q, (1, positions, heads, hd), &dev).unwrap().transpose(1, 2).unwrap();
+            let want = candle_nn::rotary_emb::rope_i(
+                &qt.contiguous().unwrap(),
+                &Tensor::from_slice(&cos, (positions, hd / 2), &dev).unwrap(),
+                &Tensor::from_slice(&sin, (positions, hd / 2), &dev).unwrap(),
+            )
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+            let mut got = q.clone();
+            for (p, row) in got.chunks_exact_mut(heads * hd).enumerate() {
+                rope_row(row, &cos[p * hd / 2..][..hd / 2], &sin[p * hd / 2..][..hd / 2]);
+            }
+            assert_same_bits(&got, &want, &format!("rope over {positions} positions"));
+        }
+
+        let n_ff = 1536;
+        let gate_up = values(9, 3 * 2 * n_ff, 12.0);
+        let gu = Tensor::from_slice(&gate_up, (3, 2 * n_ff), &dev).unwrap();
+        let gate = gu.narrow(1, 0, n_ff).unwrap();
+        let up = gu.narrow(1, n_ff, n_ff).unwrap();
+        let want =
+            (candle_nn::ops::silu(&gate).unwrap() * up).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_same_bits(&silu_mul(&gate_up, n_ff), &want, "silu(gate) * up");
+    }
 
     /// The AVX build of the decode attention gives the portable build's bits
     /// (SmolLM2-135M's head layout, contexts of 1 to 300 positions).
