@@ -9,19 +9,20 @@
 //! walk reads the whole weight matrix through one dependency chain per output, so a
 //! step of 8 sequences costs 8 single steps.
 //!
-//! Here the weights are repacked at load into tiles of [`COLS`] (or [`WIDE_COLS`])
-//! columns (one block of each column side by side, scales as `f32`), and a tile's block is combined
+//! Here the weights are repacked at load into tiles of [`COLS`] (or
+//! [`WIDE_COLS`]) columns (one block of each column side by side, scales as
+//! `f32`), and a tile's block is combined
 //! with every row of the step while it is in registers and L1: a step reads the
 //! weights once, whatever its number of rows, and many independent accumulators
 //! keep the vector units busy. Each output is still accumulated block by block in
-//! the same order, with the same instructions, as candle's kernel for this CPU:
+//! the same order, with the same operations, as candle's kernel for this CPU:
 //!
 //! - x86-64 with AVX2 and FMA (candle's `avx::vec_dot_q8_0_q8_0`): per block,
 //!   `|w|` times `x` carrying `w`'s sign, pairs summed to 16 bits
 //!   (`vpmaddubsw`), then to eight 32-bit lanes (`vpmaddwd`), converted to
 //!   `f32` and added to an 8-lane accumulator with one FMA by `d_w * d_x`; the
-//!   eight lanes are summed at the end in candle's order;
-//!   With AVX-512 VNNI the same values come cheaper: the 16-column kernel keeps one
+//!   eight lanes are summed at the end in candle's order. With AVX-512 VNNI the
+//!   same values come cheaper: the 16-column kernel keeps one
 //!   column per 32-bit lane, so a `vpdpbusd` on the offset weights makes that
 //!   four-product sum for 16 columns at once, and the lane's conversion and FMA
 //!   are done for 16 columns by one instruction each (see [`Kernel::Avx512Vnni`]);
