@@ -452,33 +452,19 @@ impl Worker {
 }
 
 /// The next token of each `(index, logits)` in `draws` (indices into `active`,
-/// increasing), each drawn by that sequence's own sampler, spread over candle's
-/// thread pool: a draw depends only on its sampler and logits, not on the thread
+/// increasing), each drawn by that sequence's own sampler, on candle's thread pool
 /// (with 49,152 logits a draw is a few hundred microseconds, the same order as a
 /// sequence's share of a batched step).
 fn draw_tokens(active: &mut [Seq], draws: &[(usize, Vec<f32>)]) -> Vec<u32> {
-    let mut jobs: Vec<Mutex<(&mut Sampler, &[f32], u32)>> = Vec::with_capacity(draws.len());
+    let mut jobs: Vec<(&mut Sampler, &[f32], u32)> = Vec::with_capacity(draws.len());
     let mut next = draws.iter().peekable();
     for (i, s) in active.iter_mut().enumerate() {
         if let Some((_, logits)) = next.next_if(|d| d.0 == i) {
-            jobs.push(Mutex::new((&mut s.sampler, logits.as_slice(), 0)));
+            jobs.push((&mut s.sampler, logits.as_slice(), 0));
         }
     }
-    let work = |range: std::ops::Range<usize>| {
-        for job in &jobs[range] {
-            // One item per sequence: never contended (nor poisoned, as a panic here
-            // propagates out of the pool).
-            let mut job = job.lock().unwrap_or_else(|p| p.into_inner());
-            let (sampler, logits, token) = &mut *job;
-            *token = sampler.sample(logits);
-        }
-    };
-    if jobs.len() > 1 {
-        candle_core::utils::barrier_pool().execute_chunked(jobs.len(), work);
-    } else {
-        work(0..jobs.len());
-    }
-    jobs.into_iter().map(|j| j.into_inner().unwrap_or_else(|p| p.into_inner()).2).collect()
+    crate::pool::for_each_mut(&mut jobs, |_, (sampler, logits, token)| *token = sampler.sample(logits));
+    jobs.into_iter().map(|(_, _, token)| token).collect()
 }
 
 #[cfg(test)]

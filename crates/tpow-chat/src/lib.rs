@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub mod chat_template;
 mod engine;
 pub mod model;
+mod pool;
 pub mod qmatmul;
 pub mod sampling;
 pub mod tokenizer;

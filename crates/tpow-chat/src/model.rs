@@ -442,9 +442,9 @@ impl Model {
                     s.cache.k[li].extend_from_slice(k);
                     s.cache.v[li].extend_from_slice(v);
                 }
-                let kv: Vec<(&[f32], &[f32], usize)> = seqs[..n_dec]
+                let kv: Vec<LayerKv<'_>> = seqs[..n_dec]
                     .iter()
-                    .map(|s| (s.cache.k[li].as_slice(), s.cache.v[li].as_slice(), s.cache.len + 1))
+                    .map(|s| LayerKv { k: &s.cache.k[li], v: &s.cache.v[li], len: s.cache.len + 1 })
                     .collect();
                 y[..n_dec * e].copy_from_slice(&decode_attention_rows(&qd, &kv, c));
             }
@@ -476,7 +476,7 @@ impl Model {
                 debug_assert_eq!(kc.len(), kv_len * kvw);
                 let ys = if seq_len == 1 {
                     let q = q.flatten_all()?.to_vec1::<f32>()?;
-                    decode_attention(&q, kc, vc, kv_len, c, &mut Vec::new())
+                    decode_attention(&q, LayerKv { k: kc, v: vc, len: kv_len }, c)
                 } else {
                     let m: Vec<u8> =
                         (0..seq_len).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > pos + i))).collect();
@@ -584,42 +584,37 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     x.unsqueeze(2)?.broadcast_as((b, n_kv, rep, s, d))?.contiguous()?.reshape((b, n_kv * rep, s, d))
 }
 
+/// One sequence's cached keys and values of one layer: `len` positions of
+/// `n_kv_head * head_dim` values each.
+#[derive(Clone, Copy)]
+struct LayerKv<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    len: usize,
+}
+
 /// The decode attention of several sequences, one query row each (`q` is
-/// `kv.len()` rows of `n_embd`), each over its own cache `(k, v, kv_len)`, spread
-/// over candle's thread pool one sequence at a time: a sequence's result is the
-/// same whichever thread computes it, and the matmuls around it already use every
-/// thread, so serial attention would leave the others idle.
-fn decode_attention_rows(q: &[f32], kv: &[(&[f32], &[f32], usize)], c: &Config) -> Vec<f32> {
+/// `kv.len()` rows of `n_embd`), each over its own cache, one sequence per item
+/// of candle's thread pool.
+fn decode_attention_rows(q: &[f32], kv: &[LayerKv<'_>], c: &Config) -> Vec<f32> {
     let e = c.n_embd;
     let mut y = vec![0f32; kv.len() * e];
-    let rows: Vec<std::sync::Mutex<&mut [f32]>> = y.chunks_mut(e).map(std::sync::Mutex::new).collect();
-    let work = |range: std::ops::Range<usize>| {
-        let mut scores = Vec::new();
-        for i in range {
-            let (k, v, kv_len) = kv[i];
-            let out = decode_attention(&q[i * e..(i + 1) * e], k, v, kv_len, c, &mut scores);
-            // One item per row: the lock is never contended (nor poisoned, as a
-            // panic here propagates out of the pool).
-            rows[i].lock().unwrap_or_else(|p| p.into_inner()).copy_from_slice(&out);
-        }
-    };
-    if kv.len() > 1 {
-        candle_core::utils::barrier_pool().execute_chunked(kv.len(), work);
-    } else {
-        work(0..kv.len());
-    }
+    let mut rows: Vec<&mut [f32]> = y.chunks_mut(e).collect();
+    crate::pool::for_each_mut(&mut rows, |i, row| {
+        row.copy_from_slice(&decode_attention(&q[i * e..(i + 1) * e], kv[i], c));
+    });
     drop(rows);
     y
 }
 
-/// Attention of one query position over `kv_len` cached positions.
-fn decode_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, scores: &mut Vec<f32>) -> Vec<f32> {
+/// Attention of one query position over a sequence's cached positions.
+fn decode_attention(q: &[f32], kv: LayerKv<'_>, c: &Config) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx") {
         // SAFETY: this CPU has AVX (checked just above).
-        return unsafe { decode_attention_avx(q, k, v, kv_len, c, scores) };
+        return unsafe { decode_attention_avx(q, kv, c) };
     }
-    attention(q, k, v, kv_len, c, scores)
+    attention(q, kv, c)
 }
 
 /// [`attention`] compiled for AVX (eight lanes instead of four), with the scores
@@ -627,15 +622,8 @@ fn decode_attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, 
 /// values in the same order (no fused multiply-add), so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn decode_attention_avx(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_len: usize,
-    c: &Config,
-    scores: &mut Vec<f32>,
-) -> Vec<f32> {
-    attention_with(q, k, v, kv_len, c, scores, |qh, k, row, scale, scores| {
+unsafe fn decode_attention_avx(q: &[f32], kv: LayerKv<'_>, c: &Config) -> Vec<f32> {
+    attention_with(q, kv, c, |qh, k, row, scale, scores| {
         // SAFETY: this function runs only where the CPU has AVX.
         unsafe { avx_scores(qh, k, row, scale, scores) }
     })
@@ -737,19 +725,16 @@ unsafe fn avx_scores(qh: &[f32], k: &[f32], row: usize, scale: f32, scores: &mut
 
 /// Attention of one query position over `kv_len` cached positions (the
 /// portable build).
-fn attention(q: &[f32], k: &[f32], v: &[f32], kv_len: usize, c: &Config, scores: &mut Vec<f32>) -> Vec<f32> {
-    attention_with(q, k, v, kv_len, c, scores, scores_and_max)
+fn attention(q: &[f32], kv: LayerKv<'_>, c: &Config) -> Vec<f32> {
+    attention_with(q, kv, c, scores_and_max)
 }
 
 /// Attention with `qk` computing a head's scores and their maximum.
 #[inline(always)]
 fn attention_with(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_len: usize,
+    LayerKv { k, v, len }: LayerKv<'_>,
     c: &Config,
-    scores: &mut Vec<f32>,
     qk: impl Fn(&[f32], &[f32], usize, f32, &mut [f32]) -> f32,
 ) -> Vec<f32> {
     let hd = c.head_dim;
@@ -757,11 +742,11 @@ fn attention_with(
     let rep = c.n_head / c.n_kv_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; c.n_head * hd];
-    scores.resize(kv_len, 0.0);
+    let mut scores = vec![0f32; len];
     for h in 0..c.n_head {
         let kvh = h / rep;
         let qh = &q[h * hd..(h + 1) * hd];
-        let max = qk(qh, &k[kvh * hd..], row, scale, scores);
+        let max = qk(qh, &k[kvh * hd..], row, scale, &mut scores);
         let mut sum = 0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
@@ -913,8 +898,8 @@ mod tests {
             let q: Vec<f32> = (0..c.n_embd).map(|_| value() * 4.0).collect();
             let k: Vec<f32> = (0..kv_len * row).map(|_| value() * 3.0).collect();
             let v: Vec<f32> = (0..kv_len * row).map(|_| value()).collect();
-            let portable = attention(&q, &k, &v, kv_len, &c, &mut Vec::new());
-            let chosen = decode_attention(&q, &k, &v, kv_len, &c, &mut Vec::new());
+            let kv = LayerKv { k: &k, v: &v, len: kv_len };
+            let (portable, chosen) = (attention(&q, kv, &c), decode_attention(&q, kv, &c));
             let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&chosen), bits(&portable), "kv_len {kv_len}");
         }
