@@ -205,12 +205,9 @@ pub struct Model {
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
     output: Proj,
-    /// `[position][head_dim / 2]` rotary angles' cosines and sines, as tensors
-    /// (prompt chunks) and as tables (decode rows).
-    cos: Tensor,
-    sin: Tensor,
-    cos_table: Vec<f32>,
-    sin_table: Vec<f32>,
+    /// `[position][head_dim / 2]`: the rotary angles' cosines and sines.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     device: Device,
     /// The cache of the single-sequence API ([`Model::forward`]).
     cache: KvCache,
@@ -336,23 +333,8 @@ impl Model {
                 sin.push(a.sin());
             }
         }
-        let (cos_table, sin_table) = (cos.clone(), sin.clone());
-        let cos = Tensor::from_vec(cos, (ctx, n_theta), &device)?;
-        let sin = Tensor::from_vec(sin, (ctx, n_theta), &device)?;
         let config = Config { vocab_size, ..config };
-        Ok(Model {
-            config,
-            tok_embd,
-            layers,
-            out_norm,
-            output,
-            cos,
-            sin,
-            cos_table,
-            sin_table,
-            device,
-            cache: KvCache::default(),
-        })
+        Ok(Model { config, tok_embd, layers, out_norm, output, cos, sin, device, cache: KvCache::default() })
     }
 
     /// Bytes of KV cache one position takes (keys and values, every layer).
@@ -416,8 +398,9 @@ impl Model {
         let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
         // The residual stream, `total` rows of `n_embd`; between the matmuls every
-        // operation is row-wise and repeats candle's arithmetic on the same values
-        // (see `rms_norm_rows`, `rope_row`, `silu_mul`), so no tensor round trips.
+        // operation but prompt-chunk attention is row-wise and repeats candle's
+        // arithmetic on the same values (see `rms_norm_rows`, `rope_row`,
+        // `silu_mul`), so no tensor round trips.
         let mut x = self.tok_embd.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?;
         let e = c.n_embd;
         let kvw = c.n_kv_head * c.head_dim;
@@ -429,55 +412,45 @@ impl Model {
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, c.rms_eps, &mut h);
             let mut qkv = layer.wqkv.forward_rows(&h, total)?;
-            if n_dec > 0 {
-                let mut qd = Vec::with_capacity(n_dec * e);
-                for (s, r) in seqs[..n_dec].iter_mut().zip(qkv.chunks_exact_mut(qkvw)) {
-                    let pos = s.cache.len;
-                    let (cos, sin) = (&self.cos_table[pos * half..][..half], &self.sin_table[pos * half..][..half]);
+            // Every row's rotary embedding at its position; its key and value to its
+            // sequence's cache.
+            let mut rows = qkv.chunks_exact_mut(qkvw);
+            for s in seqs.iter_mut() {
+                for (i, r) in rows.by_ref().take(s.tokens.len()).enumerate() {
+                    let at = (s.cache.len + i) * half;
+                    let (cos, sin) = (&self.cos[at..at + half], &self.sin[at..at + half]);
                     let (q, kv) = r.split_at_mut(e);
                     let (k, v) = kv.split_at_mut(kvw);
                     rope_row(q, cos, sin);
                     rope_row(k, cos, sin);
-                    qd.extend_from_slice(q);
                     s.cache.k[li].extend_from_slice(k);
                     s.cache.v[li].extend_from_slice(v);
                 }
+            }
+            let queries = |from: usize, n: usize| -> Vec<f32> {
+                qkv[from * qkvw..(from + n) * qkvw].chunks_exact(qkvw).flat_map(|r| &r[..e]).copied().collect()
+            };
+            if n_dec > 0 {
                 let kv: Vec<LayerKv<'_>> = seqs[..n_dec]
                     .iter()
                     .map(|s| LayerKv { k: &s.cache.k[li], v: &s.cache.v[li], len: s.cache.len + 1 })
                     .collect();
-                y[..n_dec * e].copy_from_slice(&decode_attention_rows(&qd, &kv, c));
+                y[..n_dec * e].copy_from_slice(&decode_attention_rows(&queries(0, n_dec), &kv, c));
             }
             let mut off = n_dec;
-            for s in seqs[n_dec..].iter_mut() {
+            for s in seqs[n_dec..].iter() {
                 let seq_len = s.tokens.len();
                 let pos = s.cache.len;
                 let kv_len = pos + seq_len;
-                let rows = &qkv[off * qkvw..(off + seq_len) * qkvw];
-                let part = |from: usize, width: usize| -> Result<Tensor> {
-                    let mut v = Vec::with_capacity(seq_len * width);
-                    for r in rows.chunks_exact(qkvw) {
-                        v.extend_from_slice(&r[from..from + width]);
-                    }
-                    Tensor::from_vec(v, (1, seq_len, width), &self.device)
-                };
-                let (q, k, v) = (part(0, e)?, part(e, kvw)?, part(e + kvw, kvw)?);
-                let cos = self.cos.narrow(0, pos, seq_len)?;
-                let sin = self.sin.narrow(0, pos, seq_len)?;
-                let q = q.reshape((1, seq_len, c.n_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-                let k = k.reshape((1, seq_len, c.n_kv_head, c.head_dim))?.transpose(1, 2)?.contiguous()?;
-                let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-                let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-                let k_new = k.transpose(1, 2)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let v_new = v.flatten_all()?.to_vec1::<f32>()?;
-                let (kc, vc) = (&mut s.cache.k[li], &mut s.cache.v[li]);
-                kc.extend_from_slice(&k_new);
-                vc.extend_from_slice(&v_new);
+                let (kc, vc) = (&s.cache.k[li], &s.cache.v[li]);
                 debug_assert_eq!(kc.len(), kv_len * kvw);
+                let q = queries(off, seq_len);
                 let ys = if seq_len == 1 {
-                    let q = q.flatten_all()?.to_vec1::<f32>()?;
                     decode_attention(&q, LayerKv { k: kc, v: vc, len: kv_len }, c)
                 } else {
+                    let q = Tensor::from_vec(q, (1, seq_len, c.n_head, c.head_dim), &self.device)?
+                        .transpose(1, 2)?
+                        .contiguous()?;
                     let m: Vec<u8> =
                         (0..seq_len).flat_map(|i| (0..kv_len).map(move |j| u8::from(j > pos + i))).collect();
                     let mask = Tensor::from_vec(m, (seq_len, kv_len), &self.device)?;
