@@ -58,7 +58,7 @@ fn main() {
         let w: Vec<f32> = (0..n * k).map(|_| rand() * 0.1).collect();
         let q = QTensor::quantize(&Tensor::from_vec(w, (n, k), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
         let ours = Q8Matrix::from_qtensor(&q, Kernel::detect()).unwrap().unwrap();
-        let avx2 = Q8Matrix::from_qtensor(&q, Kernel::Avx2).unwrap().unwrap();
+        let avx2 = avx2_baseline.then(|| Q8Matrix::from_qtensor(&q, Kernel::Avx2).unwrap().unwrap());
         let theirs = QMatMul::from_qtensor(q).unwrap();
         for m in [1usize, 2, 4, 8, 16, 64] {
             if name == "lm head" && m > 16 {
@@ -73,7 +73,7 @@ fn main() {
             for _ in 0..reps {
                 let (t, c) = (Instant::now(), cpu_ns());
                 for _ in 0..calls {
-                    if avx2_baseline {
+                    if let Some(avx2) = &avx2 {
                         avx2.matmul(&x, &mut out);
                         std::hint::black_box(&out);
                     } else {
