@@ -213,11 +213,6 @@ impl Q8Matrix {
         self.k
     }
 
-    /// The kernel the matrix was laid out for.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
-    }
-
     /// `x · Wᵀ` for the `m = x.len() / k` rows of `x`, into `out` (`m * n`,
     /// row-major), on candle's thread pool.
     ///
@@ -288,7 +283,7 @@ impl Q8Matrix {
             Kernel::Portable => portable_tile(wq, wd, xq, r0, rows, out),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::Avx2Vnni => {
-                // SAFETY: `matmul_with` checked that this CPU has the kernel's
+                // SAFETY: `matmul` checked that this CPU has the kernel's
                 // features (`Kernel::runs_here`); the slices hold `nb` blocks of every
                 // row and column. At least four independent accumulators hide the
                 // FMA's latency; at most eight leave room in the 16 ymm registers for
@@ -325,8 +320,7 @@ impl Q8Matrix {
                 match rows {
                     1 => avx512::tile::<1>(wq, wd, xq, r0, out),
                     2 => avx512::tile::<2>(wq, wd, xq, r0, out),
-                    3 => avx512::tile::<3>(wq, wd, xq, r0, out),
-                    _ => avx512::tile::<4>(wq, wd, xq, r0, out),
+                    _ => avx512::tile::<WIDE_ROWS>(wq, wd, xq, r0, out),
                 }
             },
             #[cfg(not(target_arch = "x86_64"))]
